@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch: installed before sentence-transformers so pip never pulls a CUDA build.
+# Where no local CPU wheel exists, point pip at PyTorch's CPU index (see README):
+#   make demo TORCH_PIP_ARGS="--index-url <PyTorch CPU wheel index>"
+TORCH_VERSION  ?= 2.13.0
+TORCH_PIP_ARGS ?=
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup lint format bench eval clean
+
+demo: $(STAMP)
+	$(BIN)/helpdesk demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+eval: $(STAMP)
+	$(BIN)/helpdesk eval ../shared/data/eval/stackfaq
+	$(BIN)/helpdesk eval ../shared/data/eval/covid-faq-stanford
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/thresholds.py ../shared/data/eval/covid-faq-stanford
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

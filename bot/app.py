@@ -1,0 +1,145 @@
+"""Assembly: the Bot (pointed at ``telegram.api_url``), the Dispatcher and its services.
+
+App-wide services live in the dispatcher's workflow data (``helpdesk``, ``kb``, ``settings``);
+handlers ask for them by parameter name. One outer middleware opens a database session per
+update, another picks the customer's language table (``texts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand, ErrorEvent, TelegramObject, User
+
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.middlewares import DbSessionMiddleware
+from bot.routers import customer
+from bot.runtime import Services, open_services
+from bot.texts import EN, texts_for
+from kb.conversations import Helpdesk
+from kb.errors import KbError
+
+log = logging.getLogger(__name__)
+
+
+class TextsMiddleware(BaseMiddleware):
+    """Puts the language table of the update's user into ``texts``."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user: User | None = data.get("event_from_user")
+        data["texts"] = texts_for(user.language_code if user else None)
+        return await handler(event, data)
+
+
+def build_bot(settings: Settings) -> Bot:
+    token = settings.telegram.token.get_secret_value()
+    if not token:
+        raise ConfigError("telegram.token is not set: put it in HELPDESK_TELEGRAM__TOKEN")
+    api_url = settings.telegram.api_url.rstrip("/")
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
+    return Bot(
+        token,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+def build_dispatcher(services: Services) -> Dispatcher:
+    dp = Dispatcher(
+        settings=services.settings,
+        kb=services.kb,
+        helpdesk=Helpdesk(services.kb, services.thresholds),
+    )
+    dp.update.outer_middleware(DbSessionMiddleware(services.sessions))
+    dp.update.outer_middleware(TextsMiddleware())
+    dp.include_router(customer.build_router())
+    dp.errors.register(on_error)
+    return dp
+
+
+async def on_error(event: ErrorEvent, bot: Bot) -> None:
+    """Log the detail; tell the person, plainly, that it was our fault."""
+    update = event.update
+    log.error("update %s failed: %r", update.update_id, event.exception, exc_info=event.exception)
+    chat_id, user = None, None
+    if update.message:
+        chat_id, user = update.message.chat.id, update.message.from_user
+    elif update.callback_query and update.callback_query.message:
+        chat_id, user = update.callback_query.message.chat.id, update.callback_query.from_user
+    if chat_id is None:
+        return
+    texts = texts_for(user.language_code if user else None) if user else EN
+    with contextlib.suppress(TelegramAPIError):
+        await bot.send_message(chat_id, texts.error)
+
+
+async def set_commands(bot: Bot) -> None:
+    texts = EN
+    await bot.set_my_commands(
+        [
+            BotCommand(command="start", description=texts.command_start),
+            BotCommand(command="help", description=texts.command_help),
+            BotCommand(command="human", description=texts.command_human),
+        ]
+    )
+
+
+async def keep_kb_fresh(services: Services, interval: float) -> None:
+    """Follow the database: pick up what another process (``helpdesk ingest``) changed."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await services.kb.sync(services.sessions)
+        except (KbError, OSError) as exc:
+            log.warning("could not refresh the knowledge base: %s", exc)
+        except Exception:
+            log.exception("unexpected error while refreshing the knowledge base; will retry")
+
+
+async def serve(services: Services, bot: Bot, *, ready: asyncio.Event | None = None) -> None:
+    """Long-poll until cancelled or stopped, with the KB refresher alongside."""
+    dp = build_dispatcher(services)
+    refresher = asyncio.create_task(keep_kb_fresh(services, services.settings.kb.refresh_seconds))
+    try:
+        await bot.delete_webhook(drop_pending_updates=False)
+        await set_commands(bot)
+        if ready is not None:
+            dp.startup.register(ready.set)
+        await dp.start_polling(
+            bot,
+            handle_signals=ready is None,
+            close_bot_session=False,
+            polling_timeout=services.settings.telegram.poll_timeout,
+            allowed_updates=dp.resolve_used_update_types(),
+        )
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+
+
+async def run_polling(settings: Settings) -> None:
+    bot = build_bot(settings)
+    try:
+        async with open_services(settings) as services:
+            me = await bot.get_me()
+            log.info("running as @%s with %d articles", me.username, services.kb.size)
+            await serve(services, bot)
+    finally:
+        await bot.session.close()

@@ -1,0 +1,129 @@
+"""Typed configuration: a TOML file plus ``HELPDESK_<SECTION>__<KEY>`` environment variables.
+
+Precedence, highest first: environment variables, the TOML file, built-in defaults. The file is
+``--config PATH``, else ``$HELPDESK_CONFIG``, else none (defaults only). Problems surface as one
+:class:`ConfigError` naming the key and what is wrong; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+CONFIG_ENV = "HELPDESK_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TelegramSettings(_Section):
+    token: SecretStr = SecretStr("")
+    api_url: str = ""
+    poll_timeout: int = Field(default=30, ge=0, le=50)
+
+    @model_validator(mode="after")
+    def _check_url(self) -> Self:
+        if self.api_url and not self.api_url.startswith(("http://", "https://")):
+            raise ValueError("api_url must start with http:// or https://")
+        return self
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///var/helpdesk.db"
+    echo: bool = False
+
+    @model_validator(mode="after")
+    def _check_url(self) -> Self:
+        if "://" not in self.url:
+            raise ValueError("url must be an SQLAlchemy URL such as sqlite+aiosqlite:///var/helpdesk.db")
+        return self
+
+
+class KbSettings(_Section):
+    model: str = ""
+    index_dir: Path = Path("var/index")
+    answer_threshold: float = Field(default=0.62, ge=0.0, le=1.0)
+    suggest_threshold: float = Field(default=0.45, ge=0.0, le=1.0)
+    default_language: str = "en"
+    refresh_seconds: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Self:
+        if self.suggest_threshold > self.answer_threshold:
+            raise ValueError(
+                f"suggest_threshold ({self.suggest_threshold}) must not exceed "
+                f"answer_threshold ({self.answer_threshold})"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sections mirror ``config.example.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HELPDESK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    telegram: TelegramSettings = TelegramSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    kb: KbSettings = KbSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; environment variables override it.
+        return env_settings, init_settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {loc}"
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"{source}: {loc}: {message}{shown}"
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load settings from ``path`` (or ``$HELPDESK_CONFIG``), then the environment."""
+    chosen = path or os.environ.get(CONFIG_ENV) or None
+    data = _read_toml(Path(chosen)) if chosen else {}
+    source = str(chosen) if chosen else "configuration"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

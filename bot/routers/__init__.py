@@ -1,0 +1,1 @@
+"""Routers, one module each, each built by ``build_router()``."""

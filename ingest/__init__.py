@@ -1,0 +1,13 @@
+"""Editors' documents -> KB entries: one parser per format, one pipeline. No aiogram here.
+
+Errors (all carry context as attributes):
+
+    IngestError                 root of this package
+    ├── ParseError              a document does not parse (path, line, reason)
+    └── UnsupportedFormatError  no parser for this file type (path)
+"""
+
+from ingest.entry import Entry
+from ingest.errors import IngestError, ParseError, UnsupportedFormatError
+
+__all__ = ["Entry", "IngestError", "ParseError", "UnsupportedFormatError"]

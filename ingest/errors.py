@@ -1,0 +1,31 @@
+"""Errors raised while reading editors' documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class IngestError(Exception):
+    """Root of the ingest package's errors."""
+
+
+class ParseError(IngestError):
+    """A document (or one record in it) does not parse.
+
+    ``line`` is 1-based and ``None`` when the problem concerns the whole file.
+    """
+
+    def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {reason}")
+
+
+class UnsupportedFormatError(IngestError):
+    """No parser handles this file type."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: unsupported file type {self.path.suffix or '(none)'!r}")

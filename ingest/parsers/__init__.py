@@ -1,0 +1,136 @@
+"""One parser per document format, and the normalisation they all share.
+
+``parse_file(path)`` picks a parser by the file's lower-cased suffix:
+
+    .md .markdown  ->  ingest.parsers.markdown   a question per heading
+    .csv .tsv      ->  ingest.parsers.tabular    a question per row
+    .jsonl         ->  ingest.parsers.jsonl      a question per line
+
+Every parser returns a list of :class:`~ingest.entry.Entry` in document order, or raises
+:class:`~ingest.errors.ParseError` for the whole file (the pipeline makes files transactional).
+Every parser builds its entries with :func:`make_entry`, so questions are whitespace-normalised
+and alternative questions deduplicated the same way whatever the format.
+
+The parser modules import the helpers below from this package, so this module imports them
+only when ``parse_file`` runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ingest.entry import Entry
+from ingest.errors import ParseError, UnsupportedFormatError
+
+__all__ = ["SUPPORTED_SUFFIXES", "parse_file"]
+
+Parser = Callable[[Path], list[Entry]]
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".md", ".markdown", ".csv", ".tsv", ".jsonl"})
+
+_WHITESPACE = re.compile(r"\s+")
+_ALTERNATIVE_SEPARATORS = re.compile(r"[|\r\n]+")
+_TAG_SEPARATORS = re.compile(r"[,|]")
+
+
+def parse_file(path: Path) -> list[Entry]:
+    """Parse one editor's document into entries, choosing the parser by suffix."""
+    parser = _parser_for(path.suffix.lower())
+    if parser is None:
+        raise UnsupportedFormatError(path)
+    return parser(path)
+
+
+def _parser_for(suffix: str) -> Parser | None:
+    from ingest.parsers import jsonl, markdown, tabular
+
+    parsers: dict[str, Parser] = {
+        ".md": markdown.parse,
+        ".markdown": markdown.parse,
+        ".csv": tabular.parse,
+        ".tsv": tabular.parse,
+        ".jsonl": jsonl.parse,
+    }
+    return parsers.get(suffix)
+
+
+# --- helpers shared by the parser modules -------------------------------------------------------
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a whole document, turning OS errors into a ``ParseError`` for the file."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ParseError(path, None, f"cannot read file: {exc.strerror or exc}") from exc
+
+
+def decode_utf8(data: bytes, path: Path) -> str:
+    """Decode UTF-8 (with or without BOM); undecodable bytes raise ``ParseError`` at their line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise undecodable(path, data, exc, "UTF-8") from exc
+
+
+def undecodable(path: Path, data: bytes, exc: UnicodeDecodeError, encoding: str) -> ParseError:
+    """Build the ``ParseError`` for bytes that ``encoding`` cannot decode, at their line."""
+    line = data[: exc.start].decode(exc.encoding, errors="replace").count("\n") + 1
+    bad = data[exc.start : exc.start + 1].hex()
+    return ParseError(path, line, f"not valid {encoding}: byte 0x{bad} cannot be decoded")
+
+
+def normalize_question(text: str) -> str:
+    """Strip a question and collapse every run of whitespace inside it to one space."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def split_alternatives(text: str) -> list[str]:
+    """Split alternative questions written in one cell, separated by ``|`` or newlines."""
+    return [part for part in _ALTERNATIVE_SEPARATORS.split(text) if part.strip()]
+
+
+def split_tags(text: str) -> list[str]:
+    """Split tags written in one cell, separated by ``,`` or ``|``."""
+    return [part.strip() for part in _TAG_SEPARATORS.split(text) if part.strip()]
+
+
+def make_entry(
+    *,
+    question: str,
+    answer: str,
+    source_file: Path | str,
+    source_anchor: str,
+    key: str | None = None,
+    alt_questions: Iterable[str] = (),
+    lang: str | None = None,
+    tags: Iterable[str] = (),
+    line: int | None = None,
+) -> Entry:
+    """Build an ``Entry`` with the normalisation every parser applies.
+
+    The question and each alternative are whitespace-normalised; empty alternatives, exact
+    duplicates and alternatives equal to the question are dropped. Tags are stripped and
+    deduplicated, keeping their first-seen order. An empty key or language becomes ``None``.
+    The answer is stored as given: each parser trims it in the way its format needs.
+    """
+    normalized = normalize_question(question)
+    alternatives = _unique(normalize_question(alt) for alt in alt_questions)
+    return Entry(
+        question=normalized,
+        answer=answer,
+        source_file=str(source_file),
+        source_anchor=source_anchor,
+        key=(key or "").strip() or None,
+        alt_questions=tuple(alt for alt in alternatives if alt != normalized),
+        lang=(lang or "").strip() or None,
+        tags=tuple(_unique(tag.strip() for tag in tags)),
+        line=line,
+    )
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    """Non-empty items without repeats, in first-seen order."""
+    return [item for item in dict.fromkeys(items) if item]

@@ -1,0 +1,316 @@
+"""Conversations with customers: who they are, what they asked, what the bot answered.
+
+The services here own their transactions (``async with session.begin()``) and return plain
+data for the Telegram layer to render; they never talk to Telegram themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kb.decision import Action, Thresholds, decide
+from kb.models import (
+    Article,
+    ArticleStatus,
+    ArticleVersion,
+    Author,
+    Conversation,
+    Customer,
+    Direction,
+    Feedback,
+    Message,
+    Ticket,
+    TicketState,
+    utcnow,
+)
+from kb.search import Hit, KnowledgeBase
+
+CONVERSATION_GAP = timedelta(hours=12)  # silence longer than this starts a new conversation
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """A Telegram user as the update describes them."""
+
+    telegram_id: int
+    first_name: str
+    last_name: str | None = None
+    username: str | None = None
+    language_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """An article version as the customer gets it."""
+
+    version_id: int
+    article_key: str
+    version: int
+    title: str
+    answer: str
+    score: float | None
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the bot decided and what to send; ``message_id`` is the stored outgoing row."""
+
+    action: Action
+    message_id: int
+    article: Shown | None = None
+    suggestions: list[Shown] = field(default_factory=list)
+
+
+class FeedbackOutcome:
+    RECORDED = "recorded"
+    ALREADY = "already"
+    UNKNOWN = "unknown"
+
+
+async def _touch_customer(session: AsyncSession, person: Person) -> Customer:
+    customer = await session.scalar(select(Customer).where(Customer.telegram_id == person.telegram_id))
+    now = utcnow()
+    if customer is None:
+        customer = Customer(telegram_id=person.telegram_id, first_seen=now)
+        session.add(customer)
+    customer.first_name = person.first_name
+    customer.last_name = person.last_name
+    customer.username = person.username
+    customer.language = person.language_code or customer.language
+    customer.last_seen = now
+    await session.flush()
+    return customer
+
+
+async def _conversation(session: AsyncSession, customer: Customer, chat_id: int) -> Conversation:
+    now = utcnow()
+    conversation = await session.scalar(
+        select(Conversation)
+        .where(Conversation.customer_id == customer.id, Conversation.chat_id == chat_id)
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    )
+    if (
+        conversation is None
+        or conversation.closed_at
+        or now - conversation.last_message_at > CONVERSATION_GAP
+    ):
+        conversation = Conversation(customer_id=customer.id, chat_id=chat_id, started_at=now)
+        session.add(conversation)
+    conversation.last_message_at = now
+    await session.flush()
+    return conversation
+
+
+def _message(
+    conversation: Conversation, *, direction: Direction, author: Author, **fields: object
+) -> Message:
+    return Message(
+        conversation_id=conversation.id,
+        direction=direction,
+        author=author,
+        chat_id=conversation.chat_id,
+        **fields,
+    )
+
+
+class Helpdesk:
+    """The customer-facing service: questions in, decisions out, everything recorded."""
+
+    def __init__(self, kb: KnowledgeBase, thresholds: Thresholds) -> None:
+        self.kb = kb
+        self.thresholds = thresholds
+
+    async def ask(
+        self, session: AsyncSession, *, person: Person, chat_id: int, telegram_message_id: int, text: str
+    ) -> Reply:
+        hits = await self.kb.search(text, k=5, language=person.language_code)  # outside the transaction
+        decision = decide(hits, self.thresholds)
+        async with session.begin():
+            customer = await _touch_customer(session, person)
+            conversation = await _conversation(session, customer, chat_id)
+            session.add(
+                _message(
+                    conversation,
+                    direction=Direction.IN,
+                    author=Author.CUSTOMER,
+                    telegram_message_id=telegram_message_id,
+                    text=text,
+                )
+            )
+            shown = [await self._shown(session, hit) for hit in decision.chosen]
+            top = shown[0] if decision.action is Action.ANSWER else None
+            out = _message(
+                conversation,
+                direction=Direction.OUT,
+                author=Author.BOT,
+                text=top.answer if top else None,
+                decision=decision.action.value,
+                hits=[h.as_log() for h in decision.hits],
+                version_id=top.version_id if top else None,
+                score=decision.top_score,
+            )
+            session.add(out)
+            await session.flush()
+        return Reply(
+            decision.action,
+            out.id,
+            article=top,
+            suggestions=shown if decision.action is Action.SUGGEST else [],
+        )
+
+    async def show(
+        self, session: AsyncSession, *, person: Person, chat_id: int, version_id: int
+    ) -> Reply | None:
+        """The customer picked a "did you mean" suggestion: answer with that version."""
+        async with session.begin():
+            shown = await self._shown_version(session, version_id, score=None)
+            if shown is None:
+                return None
+            customer = await _touch_customer(session, person)
+            conversation = await _conversation(session, customer, chat_id)
+            out = _message(
+                conversation,
+                direction=Direction.OUT,
+                author=Author.BOT,
+                text=shown.answer,
+                decision="picked",
+                version_id=version_id,
+            )
+            session.add(out)
+            await session.flush()
+        return Reply(Action.ANSWER, out.id, article=shown)
+
+    async def note_incoming(
+        self,
+        session: AsyncSession,
+        *,
+        person: Person,
+        chat_id: int,
+        telegram_message_id: int,
+        content_type: str,
+        text: str | None = None,
+    ) -> None:
+        """Store a customer message the bot does not search for (commands, stickers, photos...)."""
+        async with session.begin():
+            customer = await _touch_customer(session, person)
+            conversation = await _conversation(session, customer, chat_id)
+            session.add(
+                _message(
+                    conversation,
+                    direction=Direction.IN,
+                    author=Author.CUSTOMER,
+                    telegram_message_id=telegram_message_id,
+                    content_type=content_type,
+                    text=text,
+                )
+            )
+
+    async def note_outgoing(
+        self, session: AsyncSession, *, person: Person, chat_id: int, text: str, decision: str | None = None
+    ) -> int:
+        """Store a bot message that is not an answer (greeting, help, apologies); returns its row id."""
+        async with session.begin():
+            customer = await _touch_customer(session, person)
+            conversation = await _conversation(session, customer, chat_id)
+            out = _message(
+                conversation, direction=Direction.OUT, author=Author.BOT, text=text, decision=decision
+            )
+            session.add(out)
+            await session.flush()
+            return out.id
+
+    async def mark_sent(self, session: AsyncSession, *, message_id: int, telegram_message_id: int) -> None:
+        async with session.begin():
+            row = await session.get(Message, message_id)
+            if row is not None:
+                row.telegram_message_id = telegram_message_id
+
+    async def feedback(self, session: AsyncSession, *, person: Person, message_id: int, helpful: bool) -> str:
+        async with session.begin():
+            message = await session.get(Message, message_id)
+            customer = await session.scalar(
+                select(Customer).where(Customer.telegram_id == person.telegram_id)
+            )
+            if message is None or customer is None or message.author is not Author.BOT:
+                return FeedbackOutcome.UNKNOWN
+            conversation = await session.get(Conversation, message.conversation_id)
+            if conversation is None or conversation.customer_id != customer.id:
+                return FeedbackOutcome.UNKNOWN
+            existing = await session.scalar(select(Feedback).where(Feedback.message_id == message_id))
+            if existing is not None:
+                if existing.helpful == helpful:
+                    return FeedbackOutcome.ALREADY
+                existing.helpful = helpful  # changed their mind: the last press counts
+                existing.created_at = utcnow()
+                return FeedbackOutcome.RECORDED
+            session.add(
+                Feedback(
+                    message_id=message_id,
+                    customer_id=customer.id,
+                    version_id=message.version_id,
+                    helpful=helpful,
+                )
+            )
+            return FeedbackOutcome.RECORDED
+
+    async def request_human(
+        self, session: AsyncSession, *, person: Person, chat_id: int, reason: str
+    ) -> tuple[int, bool]:
+        """Record that the customer wants a person; returns (ticket id, was it new)."""
+        async with session.begin():
+            customer = await _touch_customer(session, person)
+            open_ticket = await session.scalar(
+                select(Ticket).where(
+                    Ticket.customer_id == customer.id,
+                    Ticket.state.in_([TicketState.WAITING, TicketState.ASSIGNED]),
+                )
+            )
+            if open_ticket is not None:
+                return open_ticket.id, False
+            conversation = await _conversation(session, customer, chat_id)
+            last_question = await session.scalar(
+                select(Message.text)
+                .where(
+                    Message.conversation_id == conversation.id,
+                    Message.author == Author.CUSTOMER,
+                    Message.content_type == "text",
+                )
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
+            ticket = Ticket(
+                customer_id=customer.id,
+                conversation_id=conversation.id,
+                state=TicketState.WAITING,
+                reason=reason,
+                question=last_question,
+            )
+            session.add(ticket)
+            await session.flush()
+            return ticket.id, True
+
+    async def _shown(self, session: AsyncSession, hit: Hit) -> Shown:
+        shown = await self._shown_version(session, hit.version_id, score=hit.score)
+        if shown is None:  # retired between the search and now: show the title we have
+            return Shown(hit.version_id, hit.article_key, hit.version, hit.title, "", hit.score)
+        return shown
+
+    async def _shown_version(
+        self, session: AsyncSession, version_id: int, *, score: float | None
+    ) -> Shown | None:
+        row = (
+            await session.execute(
+                select(ArticleVersion, Article.key)
+                .join(Article, Article.id == ArticleVersion.article_id)
+                .where(ArticleVersion.id == version_id, Article.status == ArticleStatus.PUBLISHED)
+            )
+        ).first()
+        if row is None:
+            return None
+        version, key = row
+        return Shown(version.id, key, version.number, version.question, version.answer, score)

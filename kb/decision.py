@@ -1,0 +1,48 @@
+"""The one answer decision: answer, suggest ("did you mean") or escalate, from the thresholds."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kb.search import Hit
+
+MAX_SUGGESTIONS = 3
+
+
+class Action(enum.StrEnum):
+    ANSWER = "answer"
+    SUGGEST = "suggest"
+    ESCALATE = "escalate"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    answer: float
+    suggest: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.suggest <= self.answer <= 1.0:
+            raise ValueError(f"need 0 <= suggest ({self.suggest}) <= answer ({self.answer}) <= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    hits: tuple[Hit, ...]  # every hit the bot saw, best first (logged with the message)
+    chosen: tuple[Hit, ...]  # the answer (one hit) or the suggestions (up to three); empty to escalate
+
+    @property
+    def top_score(self) -> float | None:
+        return self.hits[0].score if self.hits else None
+
+
+def decide(hits: Sequence[Hit], thresholds: Thresholds) -> Decision:
+    ranked = tuple(sorted(hits, key=lambda h: h.score, reverse=True))
+    if ranked and ranked[0].score >= thresholds.answer:
+        return Decision(Action.ANSWER, ranked, ranked[:1])
+    suggestions = tuple(h for h in ranked if h.score >= thresholds.suggest)[:MAX_SUGGESTIONS]
+    if suggestions:
+        return Decision(Action.SUGGEST, ranked, suggestions)
+    return Decision(Action.ESCALATE, ranked, ())

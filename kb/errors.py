@@ -1,0 +1,40 @@
+"""Errors of the knowledge base.
+
+KbError                     root of this package
+├── ModelLoadError          the embedding model cannot be loaded (model)
+├── IndexMismatchError      the index on disk was built for another model or dimension
+└── IndexMissingError       no index on disk where one was expected (path)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class KbError(Exception):
+    """Root of the kb package's errors."""
+
+
+class ModelLoadError(KbError):
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(f"cannot load embedding model {model!r}: {reason}")
+
+
+class IndexMismatchError(KbError):
+    def __init__(self, path: Path, *, index_model: str, index_dim: int, model: str, dim: int) -> None:
+        self.path = path
+        self.index_model, self.index_dim = index_model, index_dim
+        self.model, self.dim = model, dim
+        super().__init__(
+            f"the index in {path} was built with model {index_model!r} (dimension {index_dim}), "
+            f"but the configured model is {model!r} (dimension {dim}); "
+            "run `helpdesk kb rebuild` to rebuild it from the database"
+        )
+
+
+class IndexMissingError(KbError):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"no search index in {path}; run `helpdesk kb rebuild`")

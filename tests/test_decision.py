@@ -1,0 +1,46 @@
+"""The answer decision: one function, three outcomes, thresholds from config."""
+
+from __future__ import annotations
+
+import pytest
+
+from kb.decision import MAX_SUGGESTIONS, Action, Thresholds, decide
+from kb.search import Hit
+
+T = Thresholds(answer=0.6, suggest=0.4)
+
+
+def hit(key: str, score: float) -> Hit:
+    return Hit(1, key, 1, 1, key.title(), "en", score, "question")
+
+
+def test_answer_at_or_above_the_answer_threshold() -> None:
+    decision = decide([hit("b", 0.5), hit("a", 0.6)], T)
+    assert decision.action is Action.ANSWER
+    assert [h.article_key for h in decision.chosen] == ["a"]
+    assert [h.article_key for h in decision.hits] == ["a", "b"]
+    assert decision.top_score == 0.6
+
+
+def test_suggest_up_to_three_in_the_middle_band() -> None:
+    hits = [hit(k, s) for k, s in [("a", 0.59), ("b", 0.55), ("c", 0.5), ("d", 0.45), ("e", 0.3)]]
+    decision = decide(hits, T)
+    assert decision.action is Action.SUGGEST
+    assert [h.article_key for h in decision.chosen] == ["a", "b", "c"]
+    assert len(decision.chosen) == MAX_SUGGESTIONS
+
+
+def test_only_hits_above_the_suggest_threshold_are_suggested() -> None:
+    decision = decide([hit("a", 0.45), hit("b", 0.2)], T)
+    assert [h.article_key for h in decision.chosen] == ["a"]
+
+
+def test_escalate_below_or_without_hits() -> None:
+    assert decide([hit("a", 0.39)], T).action is Action.ESCALATE
+    assert decide([], T).action is Action.ESCALATE
+    assert decide([], T).chosen == ()
+
+
+def test_thresholds_must_be_ordered() -> None:
+    with pytest.raises(ValueError):
+        Thresholds(answer=0.3, suggest=0.5)

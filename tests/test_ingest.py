@@ -1,0 +1,94 @@
+"""The ingest pipeline: idempotent, versioned, transactional per file; the index follows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bot.runtime import Services
+from ingest.pipeline import ingest_paths
+from kb.models import Article, ArticleVersion, Embedding, KbState
+
+CSV = "question,answer,alt_questions,key\nHow do I pay?,By card.,Payment options|Can I pay by card,pay\n"
+
+
+async def count(services: Services, model: type) -> int:
+    async with services.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model))
+
+
+async def ingest(services: Services, *paths: Path):
+    return await ingest_paths(paths, sessions=services.sessions, encoder=services.encoder)
+
+
+async def test_reingesting_the_same_file_changes_nothing(services: Services, tmp_path: Path) -> None:
+    doc = tmp_path / "faq.md"
+    doc.write_text("## How do I log in?\n\nUse your email.\n\n## How do I log out?\n\nClick your avatar.\n")
+    first = await ingest(services, doc)
+    assert (first.added, first.updated, first.unchanged, first.failed) == (2, 0, 0, [])
+    revision = services.kb.revision
+    second = await ingest(services, doc)
+    assert (second.added, second.updated, second.unchanged) == (0, 0, 2)
+    assert await count(services, Article) == 2
+    assert await count(services, ArticleVersion) == 2
+    async with services.sessions() as session:
+        assert await session.scalar(select(KbState.revision)) == 1, "no change, no new revision"
+    assert services.kb.revision == revision
+
+
+async def test_a_changed_entry_gets_a_new_version(services: Services, tmp_path: Path) -> None:
+    doc = tmp_path / "faq.csv"
+    doc.write_text(CSV)
+    await ingest(services, doc)
+    doc.write_text(CSV.replace("By card.", "By card or bank transfer."))
+    report = await ingest(services, doc)
+    assert (report.added, report.updated) == (0, 1)
+    async with services.sessions() as session:
+        versions = (await session.scalars(select(ArticleVersion).order_by(ArticleVersion.number))).all()
+    assert [(v.number, v.is_current) for v in versions] == [(1, False), (2, True)]
+    assert versions[1].answer == "By card or bank transfer."
+    assert versions[1].alt_questions == ["Payment options", "Can I pay by card"]
+
+
+async def test_a_broken_file_writes_nothing_and_others_proceed(services: Services, tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text(CSV)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,answer\nFine?,Yes.\n   ,An answer without a question\n")
+    report = await ingest(services, bad, good)
+    assert report.added == 1
+    [failure] = report.failed
+    assert failure.path == str(bad) and failure.line == 3
+    assert "question" in (failure.error or "")
+    async with services.sessions() as session:
+        keys = (await session.scalars(select(Article.key))).all()
+    assert keys == ["pay"], "nothing of the broken file was written"
+
+
+async def test_folders_are_walked_and_unknown_files_skipped(services: Services, tmp_path: Path) -> None:
+    (tmp_path / "docs" / "deep").mkdir(parents=True)
+    (tmp_path / "docs" / "deep" / "a.md").write_text("## What is X?\n\nX is a thing.\n")
+    (tmp_path / "docs" / "notes.bin").write_bytes(b"\x00\x01")
+    report = await ingest(services, tmp_path / "docs")
+    assert report.added == 1
+    assert report.skipped == [str(tmp_path / "docs" / "notes.bin")]
+
+
+async def test_embeddings_cover_question_alternatives_and_answer(services: Services, tmp_path: Path) -> None:
+    doc = tmp_path / "faq.csv"
+    doc.write_text(CSV)
+    await ingest(services, doc)
+    async with services.sessions() as session:
+        kinds = sorted((await session.scalars(select(Embedding.kind))).all())
+    assert [k.value for k in kinds] == ["alternative", "alternative", "answer", "question"]
+
+
+async def test_the_index_follows_the_database(services: Services, tmp_path: Path) -> None:
+    doc = tmp_path / "faq.md"
+    doc.write_text("## How do I export my invoices?\n\nGo to Billing and press Export.\n")
+    await ingest(services, doc)
+    assert await services.kb.sync(services.sessions) is True
+    [top, *_] = await services.kb.search("download all my bills")
+    assert top.title == "How do I export my invoices?"
+    assert await services.kb.sync(services.sessions) is False, "nothing new: no rebuild"
