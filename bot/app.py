@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot, Dispatcher
@@ -112,18 +112,15 @@ async def keep_kb_fresh(services: Services, interval: float) -> None:
             log.exception("unexpected error while refreshing the knowledge base; will retry")
 
 
-async def serve(services: Services, bot: Bot, *, ready: asyncio.Event | None = None) -> None:
-    """Long-poll until cancelled or stopped, with the KB refresher alongside."""
-    dp = build_dispatcher(services)
+async def serve(services: Services, bot: Bot, dp: Dispatcher, *, handle_signals: bool = True) -> None:
+    """Long-poll until stopped, with the KB refresher alongside."""
     refresher = asyncio.create_task(keep_kb_fresh(services, services.settings.kb.refresh_seconds))
     try:
         await bot.delete_webhook(drop_pending_updates=False)
         await set_commands(bot)
-        if ready is not None:
-            dp.startup.register(ready.set)
         await dp.start_polling(
             bot,
-            handle_signals=ready is None,
+            handle_signals=handle_signals,
             close_bot_session=False,
             polling_timeout=services.settings.telegram.poll_timeout,
             allowed_updates=dp.resolve_used_update_types(),
@@ -134,12 +131,32 @@ async def serve(services: Services, bot: Bot, *, ready: asyncio.Event | None = N
             await refresher
 
 
+@contextlib.asynccontextmanager
+async def polling(services: Services, bot: Bot) -> AsyncIterator[Dispatcher]:
+    """Run the bot in the background for the body of the ``async with`` (demo and tests)."""
+    dp = build_dispatcher(services)
+    started = asyncio.Event()
+    dp.startup.register(started.set)
+    task = asyncio.create_task(serve(services, bot, dp, handle_signals=False))
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()  # raises what stopped it
+    try:
+        yield dp
+    finally:
+        if not task.done():
+            await dp.stop_polling()
+        await task
+
+
 async def run_polling(settings: Settings) -> None:
     bot = build_bot(settings)
     try:
         async with open_services(settings) as services:
             me = await bot.get_me()
             log.info("running as @%s with %d articles", me.username, services.kb.size)
-            await serve(services, bot)
+            await serve(services, bot, build_dispatcher(services))
     finally:
         await bot.session.close()

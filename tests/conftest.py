@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.runtime import Services, open_services
@@ -72,3 +74,55 @@ def settings(tmp_path: Path) -> Settings:
 async def services(settings: Settings, encoder: TextEncoder) -> AsyncIterator[Services]:
     async with open_services(settings, encoder=encoder) as opened:
         yield opened
+
+
+async def eventually(check, *, within: float = 5.0, interval: float = 0.02):
+    """Poll an async ``check`` until it returns a truthy value (the bot writes after it sends)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s: last result {result!r}")
+        await asyncio.sleep(interval)
+
+
+class BotHarness:
+    """The real dispatcher long-polling the sandbox over HTTP, plus the services behind it."""
+
+    def __init__(self, sandbox, services: Services) -> None:
+        self.sandbox = sandbox
+        self.services = services
+
+    async def say(self, user, text: str):
+        """A customer writes; returns the bot's next message to them."""
+        before = len(self.sandbox.messages_to(user.id))
+        self.sandbox.send_message(chat=user.id, user=user, text=text)
+        return await self.sandbox.wait_for_bot_message(user.id, after=before)
+
+
+@pytest.fixture
+async def harness(settings: Settings, encoder: TextEncoder) -> AsyncIterator[BotHarness]:
+    from bot.app import build_bot, polling
+    from bot.sandbox import BotAPISandbox
+    from ingest.pipeline import ingest_paths
+
+    async with BotAPISandbox() as sandbox:
+        live = settings.model_copy(
+            update={
+                "telegram": settings.telegram.model_copy(
+                    update={"api_url": sandbox.url, "token": SecretStr(sandbox.token)}
+                )
+            }
+        )
+        async with open_services(live, encoder=encoder) as services:
+            report = await ingest_paths([EXAMPLE_FAQ], sessions=services.sessions, encoder=encoder)
+            assert report.added > 0 and not report.failed
+            await services.kb.sync(services.sessions)
+            bot = build_bot(live)
+            try:
+                async with polling(services, bot):
+                    yield BotHarness(sandbox, services)
+            finally:
+                await bot.session.close()

@@ -6,7 +6,7 @@ import logging
 import re
 
 from aiogram import Bot, F, Router
-from aiogram.enums import ChatType
+from aiogram.enums import ChatType, ContentType
 from aiogram.filters import Command, CommandStart
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,7 +98,7 @@ async def on_other(
 ) -> None:
     """Stickers, photos, voice and the rest: stored, and answered with a short polite note."""
     person = await _record(
-        message, session, helpdesk, content_type=str(message.content_type), text=message.caption
+        message, session, helpdesk, content_type=ContentType(message.content_type).value, text=message.caption
     )
     await say(bot, session, helpdesk, person=person, chat_id=message.chat.id, text=texts.not_text)
 
