@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import sys
-import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -204,8 +203,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ) -> None:
     """Measure retrieval on a labelled set, in a throwaway KB built by the normal ingest."""
-    from bot.runtime import open_services
-    from ingest.pipeline import ingest_paths
+    from bot.evaluation import throwaway_kb
     from kb.evaluation import evaluate as run_eval
     from kb.evaluation import read_queries
 
@@ -220,25 +218,11 @@ def evaluate(
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
 
-    async def run(tmp: Path) -> dict[str, Any]:
-        throwaway = settings.model_copy(
-            update={
-                "database": settings.database.model_copy(
-                    update={"url": f"sqlite+aiosqlite:///{tmp}/eval.db"}
-                ),
-                "kb": settings.kb.model_copy(update={"index_dir": tmp / "index"}),
-            }
-        )
-        async with open_services(throwaway, sync=False) as services:
-            report = await ingest_paths([faqs], sessions=services.sessions, encoder=services.encoder)
-            if report.failed:
-                failure = report.failed[0]
-                raise HelpdeskError(f"{failure.path}:{failure.line}: {failure.error}")
-            await services.kb.sync(services.sessions)
+    async def run() -> dict[str, Any]:
+        async with throwaway_kb(settings, faqs) as services:
             return await asyncio.to_thread(run_eval, services.kb, queries, services.thresholds)
 
-    with tempfile.TemporaryDirectory(prefix="helpdesk-eval-") as tmp:
-        figures = _run(run(Path(tmp)))
+    figures = _run(run())
     figures["dataset"] = directory.name
     if as_json:
         print(json.dumps(figures))

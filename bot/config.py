@@ -50,8 +50,10 @@ class DatabaseSettings(_Section):
 class KbSettings(_Section):
     model: str = ""
     index_dir: Path = Path("var/index")
-    answer_threshold: float = Field(default=0.62, ge=0.0, le=1.0)
-    suggest_threshold: float = Field(default=0.45, ge=0.0, le=1.0)
+    answer_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    suggest_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    answer_margin: float = Field(default=0.2, gt=0.0, le=1.0)
+    lexical_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     default_language: str = "en"
     refresh_seconds: float = Field(default=2.0, gt=0)
 

@@ -67,7 +67,7 @@ async def play(sandbox: BotAPISandbox) -> None:
     await script.say("How do I reset my password?")
     paraphrase = await script.say("i forgot my pwd and can't log in anymore")
     await script.press(paraphrase, label="👍 Helped")
-    suggestions = await script.say("how much does it cost")
+    suggestions = await script.say("change my login details")
     await script.press(suggestions, index=0)
     unknown = await script.say("Can you recommend a good pizza place near your office?")
     await script.press(unknown, index=0)

@@ -28,9 +28,8 @@ class Services:
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(
-            answer=self.settings.kb.answer_threshold, suggest=self.settings.kb.suggest_threshold
-        )
+        kb = self.settings.kb
+        return Thresholds(answer=kb.answer_threshold, suggest=kb.suggest_threshold, margin=kb.answer_margin)
 
 
 @asynccontextmanager
@@ -45,7 +44,10 @@ async def open_services(
         sessions = db.session_factory(engine)
         encoder = encoder or SentenceEncoder(settings.kb.model)
         knowledge = KnowledgeBase(
-            encoder, settings.kb.index_dir, default_language=settings.kb.default_language
+            encoder,
+            settings.kb.index_dir,
+            default_language=settings.kb.default_language,
+            lexical_weight=settings.kb.lexical_weight,
         )
         services = Services(settings, engine, sessions, encoder, knowledge)
         if sync:

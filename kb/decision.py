@@ -19,12 +19,19 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
+    """``answer``: answer at or above this score. ``suggest``: below it, escalate.
+    ``margin``: in between, still answer when the top hit leads the next one by this much
+    (one clear candidate is an answer, not a question); 1.0 turns that off."""
+
     answer: float
     suggest: float
+    margin: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.suggest <= self.answer <= 1.0:
             raise ValueError(f"need 0 <= suggest ({self.suggest}) <= answer ({self.answer}) <= 1")
+        if not 0.0 < self.margin <= 1.0:
+            raise ValueError(f"need 0 < margin ({self.margin}) <= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +47,17 @@ class Decision:
 
 def decide(hits: Sequence[Hit], thresholds: Thresholds) -> Decision:
     ranked = tuple(sorted(hits, key=lambda h: h.score, reverse=True))
-    if ranked and ranked[0].score >= thresholds.answer:
+    if ranked and _confident(ranked, thresholds):
         return Decision(Action.ANSWER, ranked, ranked[:1])
     suggestions = tuple(h for h in ranked if h.score >= thresholds.suggest)[:MAX_SUGGESTIONS]
     if suggestions:
         return Decision(Action.SUGGEST, ranked, suggestions)
     return Decision(Action.ESCALATE, ranked, ())
+
+
+def _confident(ranked: tuple[Hit, ...], thresholds: Thresholds) -> bool:
+    top = ranked[0].score
+    if top >= thresholds.answer:
+        return True
+    runner_up = ranked[1].score if len(ranked) > 1 else 0.0
+    return top >= thresholds.suggest and top - runner_up >= thresholds.margin

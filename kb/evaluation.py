@@ -103,5 +103,9 @@ def evaluate(kb: KnowledgeBase, queries: Sequence[LabelledQuery], thresholds: Th
             "p50": round(statistics.median(latencies), 2) if latencies else 0.0,
             "p95": round(_percentile(latencies, 0.95), 2),
         },
-        "thresholds": {"answer": thresholds.answer, "suggest": thresholds.suggest},
+        "thresholds": {
+            "answer": thresholds.answer,
+            "suggest": thresholds.suggest,
+            "margin": thresholds.margin,
+        },
     }

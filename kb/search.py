@@ -1,7 +1,9 @@
 """Search at run time: the encoder plus the on-disk index, kept in step with the database.
 
-:class:`KnowledgeBase` answers ``search`` with typed :class:`Hit` s (one per article, its best
-score over the question, alternatives and answer chunks). ``sync`` brings the in-memory index
+:class:`KnowledgeBase` answers ``search`` with typed :class:`Hit` s, one per article. Two
+channels are fused into one score in [0, 1]: the best cosine similarity over the article's
+question, alternatives and answer chunks (dense), and BM25 over the same text squashed to [0, 1)
+(lexical, for rare exact words); see :meth:`KnowledgeBase.rank`. ``sync`` brings the in-memory index
 to the database's KB revision: from the on-disk cache when that is current, else from the
 ``embeddings`` rows (encoding what the configured model has not embedded yet), then saved.
 """
@@ -21,12 +23,15 @@ from kb import store
 from kb.encoder import TextEncoder
 from kb.errors import IndexMissingError
 from kb.index import Row, VectorIndex, read_meta
+from kb.lexical import LexicalIndex
 from kb.models import Article, ArticleVersion
 from kb.texts import embedding_items
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = 64
+CANDIDATES = 64  # nearest vectors read per query (several per article)
+LEXICAL_CANDIDATES = 20
+LEXICAL_WEIGHT = 0.2  # measured on the eval sets: see benchmarks/RESULTS.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,25 +65,46 @@ class _Version:
     language: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    index: VectorIndex
+    versions: dict[int, _Version]
+    by_article: dict[int, dict[str, _Version]]
+    lexical: LexicalIndex
+    owners: np.ndarray  # lexical document row -> article id
+
+
 class KnowledgeBase:
     """Encoder + index + the live versions' titles; safe to share across handlers."""
 
-    def __init__(self, encoder: TextEncoder, index_dir: Path | str, *, default_language: str = "en") -> None:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        index_dir: Path | str,
+        *,
+        default_language: str = "en",
+        lexical_weight: float = LEXICAL_WEIGHT,
+    ) -> None:
         self.encoder = encoder
         self.index_dir = Path(index_dir)
         self.default_language = default_language
-        self._index = VectorIndex(model_id=encoder.model_id, dim=encoder.dim)
-        self._versions: dict[int, _Version] = {}
-        self._by_article: dict[int, dict[str, _Version]] = {}
+        self.lexical_weight = lexical_weight
+        self._snapshot = _Snapshot(
+            VectorIndex(model_id=encoder.model_id, dim=encoder.dim),
+            {},
+            {},
+            LexicalIndex([]),
+            np.zeros(0, np.int64),
+        )
         self._sync_lock = asyncio.Lock()
 
     @property
     def revision(self) -> int:
-        return self._index.revision
+        return self._snapshot.index.revision
 
     @property
     def size(self) -> int:
-        return len(self._by_article)
+        return len(self._snapshot.by_article)
 
     # -- keeping up with the database ---------------------------------------------------------
 
@@ -87,7 +113,7 @@ class KnowledgeBase:
         async with self._sync_lock:
             async with sessions() as session:
                 revision = await store.get_revision(session)
-                if not force and revision == self._index.revision and self._versions:
+                if not force and revision == self.revision and self._snapshot.versions:
                     return False
                 live = await store.live_versions(session)
                 index = None if force else self._load_cached(revision)
@@ -140,34 +166,60 @@ class KnowledgeBase:
         by_article: dict[int, dict[str, _Version]] = {}
         for v in versions.values():
             by_article.setdefault(v.article_id, {})[v.language] = v
-        # Swap all three at once: a search running in between sees either the old or the new.
-        self._index, self._versions, self._by_article = index, versions, by_article
+        lexical = LexicalIndex([" ".join([v.question, *v.alt_questions, v.answer]) for v, _ in live])
+        owners = np.fromiter((a.id for _, a in live), dtype=np.int64, count=len(live))
+        # One assignment: a search running meanwhile sees either the old snapshot or the new one.
+        self._snapshot = _Snapshot(index, versions, by_article, lexical, owners)
 
     # -- searching ----------------------------------------------------------------------------
 
     async def search(self, text: str, *, k: int = 5, language: str | None = None) -> list[Hit]:
         vectors = await asyncio.to_thread(self.encoder.encode, [text])
-        return self.rank(vectors, k=k, language=language)[0]
+        return self.rank([text], vectors, k=k, language=language)[0]
 
     def search_sync(
         self, texts: Sequence[str], *, k: int = 5, language: str | None = None
     ) -> list[list[Hit]]:
-        return self.rank(self.encoder.encode(texts), k=k, language=language)
+        return self.rank(texts, self.encoder.encode(texts), k=k, language=language)
 
-    def rank(self, vectors: np.ndarray, *, k: int, language: str | None = None) -> list[list[Hit]]:
-        index, versions, by_article = self._index, self._versions, self._by_article
+    def rank(
+        self, texts: Sequence[str], vectors: np.ndarray, *, k: int, language: str | None = None
+    ) -> list[list[Hit]]:
+        """Fuse both channels per article, best first.
+
+        ``dense + w * lexical * (1 - dense)``: word overlap lifts a score towards 1 but never
+        lowers it, so the cosine scale the thresholds were chosen on stays put for queries that
+        share no rare words with the KB (most short, colloquial ones).
+        """
+        snap = self._snapshot
+        weight = self.lexical_weight
+        lexical_scores = snap.lexical.scores(texts) if weight > 0 and len(snap.lexical) else None
         results = []
-        for candidates in index.search_batch(vectors, CANDIDATES):
-            best: dict[int, tuple[float, str]] = {}
+        for qi, candidates in enumerate(snap.index.search_batch(vectors, CANDIDATES)):
+            dense: dict[int, tuple[float, str]] = {}
             for row, score in candidates:
-                if row.version_id not in versions:
-                    continue
-                if row.article_id not in best or score > best[row.article_id][0]:
-                    best[row.article_id] = (score, row.kind)
-            ranked = sorted(best.items(), key=lambda item: item[1][0], reverse=True)[:k]
+                if row.version_id in snap.versions and (
+                    row.article_id not in dense or score > dense[row.article_id][0]
+                ):
+                    dense[row.article_id] = (score, row.kind)
+            lexical: dict[int, float] = {}
+            if lexical_scores is not None:
+                for doc in np.argsort(-lexical_scores[qi])[:LEXICAL_CANDIDATES]:
+                    value = float(lexical_scores[qi, doc])
+                    if value <= 0:
+                        break
+                    article_id = int(snap.owners[doc])
+                    lexical[article_id] = max(value, lexical.get(article_id, 0.0))
+            floor = min((score for score, _ in dense.values()), default=0.0)
+            fused = []
+            for article_id in dense.keys() | lexical.keys():
+                cosine, kind = dense.get(article_id, (floor, "lexical"))
+                words = lexical.get(article_id, 0.0)
+                fused.append((cosine + weight * words * (1.0 - cosine), article_id, kind))
+            fused.sort(reverse=True)
             hits = []
-            for article_id, (score, kind) in ranked:
-                v = self._pick_language(by_article[article_id], language)
+            for score, article_id, kind in fused[:k]:
+                v = self._pick_language(snap.by_article[article_id], language)
                 hits.append(Hit(article_id, v.key, v.id, v.number, v.question, v.language, score, kind))
             results.append(hits)
         return results

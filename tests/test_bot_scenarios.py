@@ -96,18 +96,19 @@ async def test_feedback_presses_are_stored(harness: BotHarness) -> None:
 
 
 async def test_the_middle_band_offers_did_you_mean_buttons(harness: BotHarness) -> None:
-    reply = await harness.say(ANN, "how much does it cost")
+    reply = await harness.say(ANN, "change my login details")
     assert "Did you mean" in reply.plain_text
     labels = [row[0] for row in reply.buttons]
     assert 1 <= len(labels) - 1 <= 3 and labels[-1] == "🙋 Ask a person"
-    assert any(label.startswith("What plans do you offer") for label in labels)
+    assert labels[0] == "How do I change the email address on my account?"
     [outgoing] = await rows(harness, Message, Message.author == Author.BOT)
     assert outgoing.decision == "suggest"
 
     before = len(harness.sandbox.messages_to(ANN.id))
     harness.sandbox.press_button(chat=ANN.id, user=ANN, message_id=reply.message_id, button_text=labels[0])
     answer = await harness.sandbox.wait_for_bot_message(ANN.id, after=before)
-    assert "Family" in answer.plain_text and "Source: What plans do you offer" in answer.plain_text
+    assert "Settings → Account → Email" in answer.plain_text
+    assert "Source: How do I change the email address" in answer.plain_text
     assert answer.buttons == [["👍 Helped", "👎 Didn't help"]]
     picked = (await rows(harness, Message, Message.author == Author.BOT))[-1]
     assert picked.decision == "picked" and picked.version_id is not None

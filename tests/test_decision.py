@@ -44,3 +44,13 @@ def test_escalate_below_or_without_hits() -> None:
 def test_thresholds_must_be_ordered() -> None:
     with pytest.raises(ValueError):
         Thresholds(answer=0.3, suggest=0.5)
+
+
+def test_one_clear_candidate_in_the_middle_band_is_answered() -> None:
+    with_margin = Thresholds(answer=0.7, suggest=0.5, margin=0.2)
+    assert decide([hit("a", 0.64), hit("b", 0.40)], with_margin).action is Action.ANSWER
+    assert decide([hit("a", 0.64)], with_margin).action is Action.ANSWER
+    assert decide([hit("a", 0.64), hit("b", 0.50)], with_margin).action is Action.SUGGEST
+    assert decide([hit("a", 0.45), hit("b", 0.10)], with_margin).action is Action.ESCALATE
+    without_margin = Thresholds(answer=0.7, suggest=0.5)
+    assert decide([hit("a", 0.64), hit("b", 0.40)], without_margin).action is Action.SUGGEST, "1.0 is off"

@@ -1,0 +1,42 @@
+"""A throwaway knowledge base for measurements: an FAQ file loaded by the normal ingest."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.config import Settings
+from bot.errors import HelpdeskError
+from bot.runtime import Services, open_services
+from ingest.pipeline import ingest_paths
+from kb.encoder import TextEncoder
+
+
+@asynccontextmanager
+async def throwaway_kb(
+    settings: Settings, faqs: Path, *, encoder: TextEncoder | None = None
+) -> AsyncIterator[Services]:
+    """Services over a temporary database and index holding just ``faqs``; gone on exit."""
+    with tempfile.TemporaryDirectory(prefix="helpdesk-eval-") as tmp:
+        scratch = settings.model_copy(
+            update={
+                "database": settings.database.model_copy(
+                    update={"url": f"sqlite+aiosqlite:///{tmp}/eval.db"}
+                ),
+                "kb": settings.kb.model_copy(update={"index_dir": Path(tmp) / "index"}),
+            }
+        )
+        async with open_services(scratch, encoder=encoder, sync=False) as services:
+            report = await ingest_paths(
+                [faqs],
+                sessions=services.sessions,
+                encoder=services.encoder,
+                default_language=settings.kb.default_language,
+            )
+            if report.failed:
+                failure = report.failed[0]
+                raise HelpdeskError(f"{failure.path}:{failure.line}: {failure.error}")
+            await services.kb.sync(services.sessions)
+            yield services
