@@ -1,8 +1,9 @@
 """Assembly: the Bot (pointed at ``telegram.api_url``), the Dispatcher and its services.
 
-App-wide services live in the dispatcher's workflow data (``helpdesk``, ``kb``, ``settings``);
-handlers ask for them by parameter name. One outer middleware opens a database session per
-update, another picks the customer's language table (``texts``).
+App-wide services live in the dispatcher's workflow data (``helpdesk``, ``kb``, ``settings``,
+``desk`` for the agents' forum, ``sender`` for paced sending); handlers ask for them by parameter
+name. Outer middlewares, in order: one turn at a time per chat (and albums as one), a database
+session per update, the user's language table (``texts``).
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import BotCommand, ErrorEvent, TelegramObject, User
+from aiogram.types import BotCommand, BotCommandScopeChat, ErrorEvent, TelegramObject, User
 
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.handover import Desk
 from bot.middlewares import DbSessionMiddleware
-from bot.routers import customer
+from bot.pacing import PacedSender, Pacing
+from bot.routers import agents, customer
 from bot.runtime import Services, open_services
+from bot.sequencing import ChatSequencer
 from bot.texts import EN, texts_for
 from kb.conversations import Helpdesk
 from kb.errors import KbError
+from kb.tickets import Tickets
 
 log = logging.getLogger(__name__)
 
@@ -60,44 +65,75 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
-def build_dispatcher(services: Services) -> Dispatcher:
-    dp = Dispatcher(
-        settings=services.settings,
-        kb=services.kb,
-        helpdesk=Helpdesk(services.kb, services.thresholds),
+def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dispatcher:
+    """The dispatcher with its routers; ``pacing`` overrides Telegram's limits (tests, demo)."""
+    settings = services.settings
+    escalation = bool(settings.telegram.agents_chat_id)
+    helpdesk = Helpdesk(
+        services.kb,
+        services.thresholds,
+        escalation=escalation,
+        offer_after=settings.helpdesk.escalate_after_unanswered,
     )
+    sender = PacedSender(pacing)
+    desk = Desk(settings, sessions=services.sessions, tickets=Tickets(), helpdesk=helpdesk, sender=sender)
+    dp = Dispatcher(settings=settings, kb=services.kb, helpdesk=helpdesk, desk=desk, sender=sender)
+    dp.update.outer_middleware(ChatSequencer())
     dp.update.outer_middleware(DbSessionMiddleware(services.sessions))
     dp.update.outer_middleware(TextsMiddleware())
     dp.include_router(customer.build_router())
+    if escalation:
+        dp.include_router(agents.build_router(settings.telegram.agents_chat_id))
+    dp.startup.register(desk.start)
+    dp.shutdown.register(desk.stop)
     dp.errors.register(on_error)
     return dp
 
 
 async def on_error(event: ErrorEvent, bot: Bot) -> None:
-    """Log the detail; tell the person, plainly, that it was our fault."""
+    """Log the detail; tell the person, plainly, that it was our fault (in their forum topic)."""
     update = event.update
     log.error("update %s failed: %r", update.update_id, event.exception, exc_info=event.exception)
-    chat_id, user = None, None
-    if update.message:
-        chat_id, user = update.message.chat.id, update.message.from_user
+    chat_id, user, thread = None, None, None
+    message = update.message or update.edited_message
+    if message:
+        chat_id, user = message.chat.id, message.from_user
+        thread = message.message_thread_id if message.is_topic_message else None
     elif update.callback_query and update.callback_query.message:
         chat_id, user = update.callback_query.message.chat.id, update.callback_query.from_user
     if chat_id is None:
         return
     texts = texts_for(user.language_code if user else None) if user else EN
     with contextlib.suppress(TelegramAPIError):
-        await bot.send_message(chat_id, texts.error)
+        await bot.send_message(chat_id, texts.error, message_thread_id=thread)
 
 
-async def set_commands(bot: Bot) -> None:
+async def set_commands(bot: Bot, settings: Settings | None = None) -> None:
     texts = EN
     await bot.set_my_commands(
         [
             BotCommand(command="start", description=texts.command_start),
             BotCommand(command="help", description=texts.command_help),
             BotCommand(command="human", description=texts.command_human),
+            BotCommand(command="cancel", description=texts.command_cancel),
         ]
     )
+    agents_chat = settings.telegram.agents_chat_id if settings else 0
+    if agents_chat:
+        try:
+            await bot.set_my_commands(
+                [
+                    BotCommand(command="close", description=texts.command_close),
+                    BotCommand(command="reopen", description=texts.command_reopen),
+                    BotCommand(command="note", description=texts.command_note),
+                    BotCommand(command="suggest", description=texts.command_suggest),
+                    BotCommand(command="faq", description=texts.command_faq),
+                    BotCommand(command="help", description=texts.command_help),
+                ],
+                scope=BotCommandScopeChat(chat_id=agents_chat),
+            )
+        except TelegramAPIError as exc:
+            log.warning("could not set the agents' commands in chat %s: %s", agents_chat, exc)
 
 
 async def keep_kb_fresh(services: Services, interval: float) -> None:
@@ -117,7 +153,7 @@ async def serve(services: Services, bot: Bot, dp: Dispatcher, *, handle_signals:
     refresher = asyncio.create_task(keep_kb_fresh(services, services.settings.kb.refresh_seconds))
     try:
         await bot.delete_webhook(drop_pending_updates=False)
-        await set_commands(bot)
+        await set_commands(bot, services.settings)
         await dp.start_polling(
             bot,
             handle_signals=handle_signals,
@@ -132,9 +168,9 @@ async def serve(services: Services, bot: Bot, dp: Dispatcher, *, handle_signals:
 
 
 @contextlib.asynccontextmanager
-async def polling(services: Services, bot: Bot) -> AsyncIterator[Dispatcher]:
+async def polling(services: Services, bot: Bot, *, pacing: Pacing | None = None) -> AsyncIterator[Dispatcher]:
     """Run the bot in the background for the body of the ``async with`` (demo and tests)."""
-    dp = build_dispatcher(services)
+    dp = build_dispatcher(services, pacing=pacing)
     started = asyncio.Event()
     dp.startup.register(started.set)
     task = asyncio.create_task(serve(services, bot, dp, handle_signals=False))

@@ -112,26 +112,177 @@ def kb_rebuild() -> None:
     out.print(f"index rebuilt in {settings.kb.index_dir}: {size} articles, KB revision {revision}")
 
 
+def _sessions_run(settings: Settings, work: Any) -> Any:
+    """Run ``work(sessions)`` against the configured database (migrated first), no model loaded."""
+    from kb import db
+
+    async def run() -> Any:
+        await db.upgrade(settings.database.url)
+        engine = db.create_engine(settings.database.url)
+        try:
+            return await work(db.session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return _run(run())
+
+
+@kb_app.command("list")
+def kb_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the articles as JSON.")] = False,
+    status: Annotated[str | None, typer.Option(help="Only draft, published or retired articles.")] = None,
+) -> None:
+    """List the articles: key, status, languages, current version, title."""
+    from kb.articles import list_articles
+    from kb.models import ArticleStatus
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    try:
+        wanted = ArticleStatus(status) if status else None
+    except ValueError:
+        raise _fail(f"--status must be one of: {', '.join(s.value for s in ArticleStatus)}", 2) from None
+    articles = _sessions_run(settings, lambda sessions: list_articles(sessions, status=wanted))
+    if as_json:
+        print(json.dumps([a.as_dict() for a in articles], ensure_ascii=False))
+        return
+    table = Table("key", "status", "lang", "v", "title", "updated")
+    for a in articles:
+        table.add_row(
+            a.key,
+            a.status,
+            ",".join(a.languages) or "-",
+            str(a.current_version or "-"),
+            a.title,
+            a.updated_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+    out.print(f"{len(articles)} article(s)")
+
+
+@kb_app.command("show")
+def kb_show(
+    key: Annotated[str, typer.Argument(help="The article's key (see `helpdesk kb list`).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the article and its history as JSON.")
+    ] = False,
+) -> None:
+    """Show an article: its current version(s) and the whole history."""
+    from kb.articles import show_article
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    article = _sessions_run(settings, lambda sessions: show_article(sessions, key))
+    if as_json:
+        print(json.dumps(article.as_dict(), ensure_ascii=False))
+        return
+    out.print(
+        f"[bold]{article.key}[/] ({article.status}) tags: {', '.join(article.tags) or '-'}", highlight=False
+    )
+    for version in (v for v in article.versions if v.is_current):
+        out.print(f"\n[bold]v{version.number} [{version.language}] {version.question}[/]", highlight=False)
+        if version.alt_questions:
+            out.print("also: " + " | ".join(version.alt_questions), highlight=False)
+        out.print(version.answer, highlight=False, markup=False)
+        out.print(f"[dim]source: {version.source}[/]", highlight=False)
+    table = Table("v", "lang", "current", "author", "created", "question", "hash", title="history")
+    for v in article.versions:
+        table.add_row(
+            str(v.number),
+            v.language,
+            "yes" if v.is_current else "",
+            v.author,
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v.question,
+            v.content_hash[:8],
+        )
+    out.print(table)
+
+
+@kb_app.command("rollback")
+def kb_rollback(
+    key: Annotated[str, typer.Argument(help="The article's key.")],
+    version: Annotated[int, typer.Argument(help="The version to bring back.")],
+    lang: Annotated[
+        str | None, typer.Option(help="Which language's history (default: the article's).")
+    ] = None,
+) -> None:
+    """Make an older version current again (recorded as a new version)."""
+    from kb.articles import rollback
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    number = _sessions_run(settings, lambda sessions: rollback(sessions, key, version, language=lang))
+    out.print(f"{key}: version {version} is current again, as version {number}")
+
+
+@kb_app.command("retire")
+def kb_retire(key: Annotated[str, typer.Argument(help="The article's key.")]) -> None:
+    """Stop answering from an article; it stays in the history (re-ingest or rollback revives it)."""
+    from kb.articles import retire
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    changed = _sessions_run(settings, lambda sessions: retire(sessions, key))
+    out.print(f"{key}: retired" if changed else f"{key} was already retired")
+
+
+def ingest_options(settings: Settings, *, keep_missing: bool = False, author: str = "ingest") -> Any:
+    from ingest.pipeline import MB, IngestOptions
+
+    return IngestOptions(
+        default_language=settings.kb.default_language,
+        author=author,
+        keep_missing=keep_missing,
+        max_file_bytes=int(settings.ingest.max_file_mb * MB),
+        near_duplicate_threshold=settings.ingest.near_duplicate_threshold,
+        detect_languages=settings.ingest.detect_languages,
+    )
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    keep_missing: Annotated[
+        bool, typer.Option("--keep-missing", help="Keep entries that vanished from a re-ingested file.")
+    ] = False,
+    author: Annotated[str, typer.Option(help="Recorded as the author of new versions.")] = "ingest",
 ) -> None:
-    """Ingest FAQ documents (Markdown, CSV/TSV, JSONL) into the knowledge base."""
+    """Ingest FAQ documents into the knowledge base (safe to re-run)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from bot.runtime import open_services
-    from ingest.pipeline import IngestReport, ingest_paths
+    from ingest.pipeline import IngestReport, collect_files, ingest_paths
 
     settings = _settings()
     _setup_logging(logging.WARNING)
+    options = ingest_options(settings, keep_missing=keep_missing, author=author)
+    total = len(collect_files(paths)[0])
 
     async def run() -> IngestReport:
         async with open_services(settings, sync=False) as services:
-            report = await ingest_paths(
-                paths,
-                sessions=services.sessions,
-                encoder=services.encoder,
-                default_language=settings.kb.default_language,
-            )
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                disable=as_json or total < 2,
+            ) as progress:
+                task = progress.add_task("ingesting", total=total)
+
+                def on_file(path: Path) -> None:
+                    progress.update(task, advance=1, description=f"ingesting {path.name}")
+
+                report = await ingest_paths(
+                    paths,
+                    sessions=services.sessions,
+                    encoder=services.encoder,
+                    options=options,
+                    on_file=on_file,
+                )
             await services.kb.sync(services.sessions)
             return report
 
@@ -144,15 +295,45 @@ def ingest(
         raise typer.Exit(1)
 
 
+FINDINGS_SHOWN = 15
+
+
 def _print_ingest(report: Any) -> None:
     for failure in report.failed:
         where = f"{failure.path}:{failure.line}" if failure.line else failure.path
         err.print(f"[red]failed[/] {where}: {failure.error}", highlight=False, soft_wrap=True)
     for skipped in report.skipped:
-        out.print(f"[dim]skipped {skipped} (unknown file type)[/]", highlight=False)
+        out.print(f"[dim]skipped {skipped.path} ({skipped.reason})[/]", highlight=False, soft_wrap=True)
+    if len(report.files) > 1:
+        table = Table("file", "added", "updated", "unchanged", "retired", "status")
+        for f in report.files:
+            status = "[red]failed[/]" if f.failed else "ok"
+            table.add_row(f.path, str(f.added), str(f.updated), str(f.unchanged), str(f.retired), status)
+        out.print(table)
+    for merged in report.merged:
+        where = f"{merged.path}:{merged.line}" if merged.line else merged.path
+        out.print(f"[yellow]duplicate[/] {where}: {merged.key} repeats {merged.into} word for word (merged)")
+    findings = report.findings
+    for pair in findings.near_duplicates[:FINDINGS_SHOWN]:
+        out.print(
+            f"[yellow]near-duplicate[/] {pair.similarity:.2f}: {pair.first} ~ {pair.second}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if len(findings.near_duplicates) > FINDINGS_SHOWN:
+        out.print(
+            f"... and {len(findings.near_duplicates) - FINDINGS_SHOWN} more near-duplicate pairs (--json)"
+        )
+    for contradiction in findings.contradictions[:FINDINGS_SHOWN]:
+        out.print(
+            f"[yellow]possible contradiction[/]: {contradiction.question!r} is answered differently by "
+            + ", ".join(contradiction.keys),
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"failed {len(report.failed)} file(s)"
+        f"retired {report.retired}, skipped {len(report.skipped)}, failed {len(report.failed)} file(s)"
     )
 
 

@@ -12,10 +12,19 @@ import tomllib
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import ConfigError
+from kb.hours import BusinessHours, parse_business_hours
 
 CONFIG_ENV = "HELPDESK_CONFIG"
 
@@ -28,12 +37,31 @@ class TelegramSettings(_Section):
     token: SecretStr = SecretStr("")
     api_url: str = ""
     poll_timeout: int = Field(default=30, ge=0, le=50)
+    agents_chat_id: int = 0  # the forum supergroup of the agents; 0 = escalation off
+    agents: list[int] = Field(default_factory=list)  # agent user ids; empty = every member
 
     @model_validator(mode="after")
     def _check_url(self) -> Self:
         if self.api_url and not self.api_url.startswith(("http://", "https://")):
             raise ValueError("api_url must start with http:// or https://")
         return self
+
+    @field_validator("agents_chat_id")
+    @classmethod
+    def _check_agents_chat(cls, value: int) -> int:
+        if value > 0:
+            raise ValueError(
+                "must be the id of the agents' supergroup, a negative number such as -1001234567890 "
+                "(0 turns escalation off)"
+            )
+        return value
+
+    @field_validator("agents")
+    @classmethod
+    def _check_agents(cls, value: list[int]) -> list[int]:
+        if any(agent <= 0 for agent in value):
+            raise ValueError("must list Telegram user ids (positive numbers), e.g. [12345678]")
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -67,6 +95,27 @@ class KbSettings(_Section):
         return self
 
 
+class HelpdeskSettings(_Section):
+    business_hours: str = ""  # e.g. "Mon-Fri 09:00-18:00 Europe/Prague"; empty = always open
+    escalate_after_unanswered: int = Field(default=2, ge=0, le=50)  # 0 = never offer by itself
+
+    @field_validator("business_hours")
+    @classmethod
+    def _check_hours(cls, value: str) -> str:
+        parse_business_hours(value)  # raises ValueError with the reason
+        return value
+
+    @property
+    def hours(self) -> BusinessHours | None:
+        return parse_business_hours(self.business_hours)
+
+
+class IngestSettings(_Section):
+    max_file_mb: float = Field(default=20.0, gt=0)
+    near_duplicate_threshold: float = Field(default=0.88, gt=0.0, le=1.0)
+    detect_languages: bool = True
+
+
 class Settings(BaseSettings):
     """The whole configuration. Sections mirror ``config.example.toml``."""
 
@@ -80,6 +129,8 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     database: DatabaseSettings = DatabaseSettings()
     kb: KbSettings = KbSettings()
+    helpdesk: HelpdeskSettings = HelpdeskSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def settings_customise_sources(

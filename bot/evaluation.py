@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.config import Settings
 from bot.errors import HelpdeskError
 from bot.runtime import Services, open_services
-from ingest.pipeline import ingest_paths
+from ingest.pipeline import IngestOptions, ingest_paths
 from kb.encoder import TextEncoder
 
 
@@ -29,11 +29,9 @@ async def throwaway_kb(
             }
         )
         async with open_services(scratch, encoder=encoder, sync=False) as services:
+            options = IngestOptions(default_language=settings.kb.default_language)
             report = await ingest_paths(
-                [faqs],
-                sessions=services.sessions,
-                encoder=services.encoder,
-                default_language=settings.kb.default_language,
+                [faqs], sessions=services.sessions, encoder=services.encoder, options=options
             )
             if report.failed:
                 failure = report.failed[0]

@@ -24,6 +24,25 @@ class HumanCb(CallbackData, prefix="human"):
     reason: str
 
 
+class TicketCb(CallbackData, prefix="tk"):
+    """A button on the hand-over card; checked against the topic it is pressed in."""
+
+    action: str  # claim / close
+    ticket: int
+
+
+class SendAnswerCb(CallbackData, prefix="tks"):
+    """``/suggest``: send this article version to the ticket's customer."""
+
+    ticket: int
+    version: int
+
+
+class CsatCb(CallbackData, prefix="csat"):
+    ticket: int
+    score: int
+
+
 def feedback(texts: Texts, message_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[
@@ -41,10 +60,14 @@ def feedback(texts: Texts, message_id: int) -> InlineKeyboardMarkup:
     )
 
 
-def ask_human(texts: Texts, reason: str) -> InlineKeyboardMarkup:
+def ask_human(texts: Texts, reason: str, *, label: str | None = None) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[
-            [InlineKeyboardButton(text=texts.button_human, callback_data=HumanCb(reason=reason).pack())]
+            [
+                InlineKeyboardButton(
+                    text=label or texts.button_human, callback_data=HumanCb(reason=reason).pack()
+                )
+            ]
         ]
     )
 
@@ -53,12 +76,59 @@ def _short(title: str) -> str:
     return title if len(title) <= TITLE_LIMIT else title[: TITLE_LIMIT - 1].rstrip() + "…"
 
 
-def suggestions(texts: Texts, shown: list[Shown]) -> InlineKeyboardMarkup:
+def suggestions(texts: Texts, shown: list[Shown], *, human: bool = True) -> InlineKeyboardMarkup:
     rows = [
         [InlineKeyboardButton(text=_short(s.title), callback_data=ArticleCb(version=s.version_id).pack())]
         for s in shown
     ]
-    rows.append(
-        [InlineKeyboardButton(text=texts.button_human, callback_data=HumanCb(reason="no_match").pack())]
-    )
+    if human:
+        rows.append(
+            [InlineKeyboardButton(text=texts.button_human, callback_data=HumanCb(reason="no_match").pack())]
+        )
     return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def card(texts: Texts, ticket_id: int, *, open_: bool) -> InlineKeyboardMarkup | None:
+    """Claim and Close on the hand-over card while the ticket is open; nothing after."""
+    if not open_:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=texts.button_claim, callback_data=TicketCb(action="claim", ticket=ticket_id).pack()
+                ),
+                InlineKeyboardButton(
+                    text=texts.button_close, callback_data=TicketCb(action="close", ticket=ticket_id).pack()
+                ),
+            ]
+        ]
+    )
+
+
+def send_answers(texts: Texts, ticket_id: int, shown: list[Shown]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=texts.button_send.format(n=number),
+                    callback_data=SendAnswerCb(ticket=ticket_id, version=s.version_id).pack(),
+                )
+                for number, s in enumerate(shown, start=1)
+            ]
+        ]
+    )
+
+
+def rating(ticket_id: int) -> InlineKeyboardMarkup:
+    """The 1-5 CSAT buttons under the closing message."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=f"{score} ⭐", callback_data=CsatCb(ticket=ticket_id, score=score).pack()
+                )
+                for score in range(1, 6)
+            ]
+        ]
+    )

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import keyboards
 from bot.render import escape, render_answer
 from bot.texts import Texts
-from kb.conversations import Helpdesk, Person, Reply
+from kb.conversations import Helpdesk, HumanOffer, Person, Reply
 from kb.decision import Action
 
 
@@ -26,17 +26,25 @@ def person_of(user: User) -> Person:
 async def send_reply(
     bot: Bot, session: AsyncSession, helpdesk: Helpdesk, *, chat_id: int, reply: Reply, texts: Texts
 ) -> None:
-    """Send an answer, the "did you mean" list, or the honest "no answer" with a person button."""
+    """Send an answer, the "did you mean" list, or the honest "no answer": with a person button
+    when agents are there, as an offer the customer confirms after repeated misses."""
+    markup: InlineKeyboardMarkup | None
     if reply.action is Action.ANSWER and reply.article is not None:
         footer = f"<i>{escape(texts.source.format(title=reply.article.title))}</i>"
         parts = render_answer(reply.article.answer, footer=footer)
         markup = keyboards.feedback(texts, reply.message_id)
     elif reply.action is Action.SUGGEST:
         parts = [texts.did_you_mean]
-        markup = keyboards.suggestions(texts, reply.suggestions)
-    else:
+        markup = keyboards.suggestions(texts, reply.suggestions, human=reply.human is not HumanOffer.NONE)
+    elif reply.human is HumanOffer.OFFER:
+        parts = [texts.offer_human]
+        markup = keyboards.ask_human(texts, "unanswered", label=texts.button_connect)
+    elif reply.human is HumanOffer.BUTTON:
         parts = [texts.no_answer]
         markup = keyboards.ask_human(texts, "no_answer")
+    else:
+        parts = [texts.no_answer_alone]
+        markup = None
     last_id = await _send_parts(bot, chat_id, parts, markup)
     await helpdesk.mark_sent(session, message_id=reply.message_id, telegram_message_id=last_id)
 

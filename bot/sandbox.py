@@ -21,7 +21,8 @@ What it implements
       ``allowed_updates`` (updates of other kinds are dropped, as Telegram does); a second poller
       ends the first one with 409 Conflict; getUpdates is refused with 409 while a webhook is set.
     * Messages: sendMessage, sendDocument/Photo/Voice/Video/Sticker/Location, sendMediaGroup,
-      copyMessage, forwardMessage, editMessageText/Caption/ReplyMarkup, deleteMessage(s),
+      copyMessage, copyMessages (albums stay albums), forwardMessage,
+      editMessageText/Caption/ReplyMarkup, deleteMessage(s),
       pin/unpin, answerCallbackQuery, sendChatAction; forum topics (create, edit, close, reopen,
       delete); getFile; getMe, getChat, getChatMember, getChatAdministrators; commands, menu
       button and webhook bookkeeping; close and logOut.
@@ -32,6 +33,13 @@ What it implements
     * Message ids per chat, shared by both sides; forum messages carry ``message_thread_id``,
       ``is_topic_message`` and the topic's creation message as ``reply_to_message``.
     * Fault injection (:meth:`BotAPISandbox.fail_next`) and blocking (:meth:`BotAPISandbox.block`).
+    * The bot's own status in a group (:meth:`BotAPISandbox.set_bot_rights`): without
+      ``can_manage_topics`` it cannot create or manage forum topics, without
+      ``can_pin_messages`` it cannot pin, as in Telegram.
+    * People send albums (:meth:`BotAPISandbox.send_album`: one update per part, one
+      ``media_group_id``), delete their messages (:meth:`BotAPISandbox.delete_message`) and forum
+      topics (:meth:`BotAPISandbox.delete_topic`); Telegram tells bots nothing, but what is gone
+      can no longer be copied, replied to or posted into.
 
 What it does not implement
     Webhook delivery, inline mode, payments, polls, business connections, reactions, chat
@@ -1072,6 +1080,7 @@ class BotAPISandbox:
         self._chats: dict[int, Chat] = {}
         self._users: dict[int, User] = {}
         self._admins: dict[int, list[User]] = {}
+        self._bot_rights: dict[int, JSON] = {}  # chat -> the bot's ChatMember, when not a full admin
         self._blocked: set[int] = set()
         self._last_message_id: dict[int, int] = {}
         self._messages: dict[tuple[int, int], _Stored] = {}
@@ -1227,6 +1236,22 @@ class BotAPISandbox:
             self._users[admin.id] = admin
             self._admins.setdefault(chat.id, []).append(admin)
         return chat
+
+    def set_bot_rights(self, chat_id: int, *, status: str = "administrator", **rights: bool) -> None:
+        """The bot's status in a group: ``"member"``, or an administrator with ``rights`` changed
+        from the default (all true), e.g. ``set_bot_rights(forum.id, can_manage_topics=False)``."""
+        if status == "member":
+            self._bot_rights[chat_id] = {"status": "member", "user": self._bot_user()}
+            return
+        member = _admin_member(self._bot_user(), can_be_edited=False)
+        unknown = set(rights) - set(member)
+        if unknown:
+            raise SandboxError(f"unknown administrator rights: {sorted(unknown)}")
+        self._bot_rights[chat_id] = {**member, **rights}
+
+    def _bot_may(self, chat: Chat, right: str) -> bool:
+        member = self._bot_member(chat)
+        return member["status"] == "creator" or bool(member.get(right))
 
     def chat(self, chat_id: int) -> Chat:
         try:
@@ -1506,6 +1531,59 @@ class BotAPISandbox:
             chat, user, {"location": location},
             message_thread_id=message_thread_id, reply_to_message_id=reply_to_message_id,
         )  # fmt: skip
+
+    def send_album(
+        self,
+        *,
+        chat: Chat | User | int,
+        user: User | None = None,
+        photos: int = 2,
+        caption: str | None = None,
+        message_thread_id: int | None = None,
+    ) -> list[JSON]:
+        """A person sends ``photos`` photos as one album: one update per photo, one
+        ``media_group_id``, the caption on the first, as Telegram delivers them."""
+        if not 2 <= photos <= 10:
+            raise SandboxError("an album has 2 to 10 items")
+        group_id = str(20_000_000_000 + self._new_id())
+        updates = []
+        for number in range(photos):
+            stored = self._new_file(
+                "photo", f"\xff\xd8\xff\xe0 album photo {number}".encode(), mime_type="image/jpeg"
+            )
+            fields = _compact(
+                {
+                    "photo": [_photo_size(stored, 90, 67), _photo_size(stored, 1280, 960)],
+                    "media_group_id": group_id,
+                    "caption": caption if number == 0 else None,
+                }
+            )
+            updates.append(
+                self._person_sends(
+                    chat, user, fields, message_thread_id=message_thread_id, reply_to_message_id=None
+                )
+            )
+        return updates
+
+    def delete_topic(self, chat_id: int, thread_id: int) -> None:
+        """An administrator deletes a forum topic with its messages; bots are not told."""
+        topic = self._topics.get((chat_id, thread_id))
+        if topic is None or topic.deleted:
+            raise SandboxError(f"chat {chat_id} has no topic {thread_id}")
+        topic.deleted = True
+        for (chat, _), stored in self._messages.items():
+            if chat == chat_id and stored.thread_id == thread_id:
+                stored.deleted = True
+        self._bump()
+
+    def delete_message(self, *, chat: Chat | User | int, message_id: int) -> None:
+        """A person deletes a message in a chat; bots are not told (no update), as in Telegram."""
+        chat_id = chat.id if isinstance(chat, Chat | User) else chat
+        stored = self._live(chat_id, message_id)
+        if stored is None:
+            raise SandboxError(f"chat {chat_id} has no message {message_id}")
+        stored.deleted = True
+        self._bump()
 
     def press_button(
         self,
@@ -2098,6 +2176,48 @@ class BotAPISandbox:
         )
         return {"message_id": data["message_id"]}
 
+    @_api("copyMessages")
+    def _copy_messages(self, p: _Params) -> list[JSON]:
+        from_chat = self._target_chat(p.require("from_chat_id"), sending=False)
+        message_ids = p.require("message_ids")
+        if not isinstance(message_ids, list) or not 1 <= len(message_ids) <= 100:
+            raise _bad_request("message_ids must contain 1-100 message identifiers")
+        if any(not isinstance(i, int) for i in message_ids) or message_ids != sorted(set(message_ids)):
+            raise _bad_request("message identifiers must be specified in a strictly increasing order")
+        chat = self._target_chat(p.require("chat_id"))
+        thread_id = self._target_thread(chat, p)
+        groups: dict[str, str] = {}
+        copied = []
+        for message_id in message_ids:
+            source = self._live(from_chat.id, message_id)
+            if source is None:
+                continue  # Telegram skips what it cannot find or copy
+            content = {
+                key: copy.deepcopy(value)
+                for key, value in source.data.items()
+                if key in (*_CONTENT_KEYS, "entities", "caption", "caption_entities")
+            }
+            if not any(key in content for key in _CONTENT_KEYS):
+                continue
+            if p.get("remove_caption"):
+                content.pop("caption", None)
+                content.pop("caption_entities", None)
+            if source.data.get("media_group_id"):
+                original = source.data["media_group_id"]
+                content["media_group_id"] = groups.setdefault(original, str(10_000_000_000 + self._new_id()))
+            data = self._bot_message(
+                chat,
+                _Params({}),
+                content,
+                thread_id=thread_id,
+                source_text=source.source_text,
+                file=source.file,
+            )
+            copied.append({"message_id": data["message_id"]})
+        if not copied:
+            raise _bad_request("message to copy not found")
+        return copied
+
     @_api("forwardMessage")
     def _forward_message(self, p: _Params) -> JSON:
         source = self._source_message(p, "forward")
@@ -2191,6 +2311,8 @@ class BotAPISandbox:
     @_api("pinChatMessage")
     def _pin_chat_message(self, p: _Params) -> bool:
         chat = self._target_chat(p.require("chat_id"), sending=False)
+        if chat.type != "private" and not self._bot_may(chat, "can_pin_messages"):
+            raise _bad_request("not enough rights to manage pinned messages in the chat")
         stored = self._live(chat.id, p.number("message_id"))
         if stored is None:
             raise _bad_request("message to pin not found")
@@ -2273,11 +2395,14 @@ class BotAPISandbox:
         admins = [
             _admin_member(admin.to_dict(), can_be_edited=False) for admin in self._admins.get(chat.id, [])
         ]
-        return [self._bot_member(chat), *admins]
+        bot = self._bot_member(chat)
+        return [bot, *admins] if bot["status"] == "administrator" else admins
 
     def _bot_member(self, chat: Chat) -> JSON:
         if chat.type == "private":
             return {"status": "member", "user": self._bot_user()}
+        if chat.id in self._bot_rights:
+            return copy.deepcopy(self._bot_rights[chat.id])
         return _admin_member(self._bot_user(), can_be_edited=False)
 
     # -- Bot API: forum topics -------------------------------------------------------------------------------
@@ -2287,6 +2412,8 @@ class BotAPISandbox:
         chat = self._target_chat(p.require("chat_id"), sending=False)
         if not chat.is_forum:
             raise _bad_request("the chat is not a forum")
+        if not self._bot_may(chat, "can_manage_topics"):
+            raise _bad_request("not enough rights to create a topic")
         name = str(p.require("name"))
         if not 1 <= len(name) <= 128:
             raise _bad_request("TOPIC_TITLE_EMPTY" if not name else "TOPIC_TITLE_TOO_LONG")
@@ -2302,6 +2429,8 @@ class BotAPISandbox:
 
     def _topic(self, p: _Params) -> tuple[Chat, _Topic]:
         chat = self._target_chat(p.require("chat_id"), sending=False)
+        if not self._bot_may(chat, "can_manage_topics"):
+            raise _bad_request("not enough rights to manage topics")
         topic = self._topics.get((chat.id, p.number("message_thread_id")))
         if topic is None or topic.deleted:
             raise _bad_request("TOPIC_ID_INVALID")

@@ -1,7 +1,8 @@
-"""Every string a customer sees, in one place per language.
+"""Every string a person sees (customers and agents), in one place per language.
 
 Texts are HTML for Telegram's ``parse_mode=HTML``; ``{placeholders}`` are filled with values that
-the caller has already escaped. A language without a table falls back to English.
+the caller has already escaped. A language without a table falls back to English. Customers get
+the table of their language; agents the table of theirs, and the hand-over card is English.
 """
 
 from __future__ import annotations
@@ -34,6 +35,108 @@ class Texts:
     command_start: str
     command_help: str
     command_human: str
+    # -- the hand-over, as the customer sees it --------------------------------------------
+    no_answer_alone: str
+    offer_human: str
+    offer_after_feedback: str
+    button_connect: str
+    queue_next: str
+    queue_position: str
+    after_hours: str
+    when_today: str
+    when_tomorrow: str
+    when_day: str
+    weekdays: tuple[str, ...]
+    in_minutes: str
+    in_hours: str
+    in_days: str
+    cancel_hint: str
+    human_unavailable: str
+    with_agent_help: str
+    with_agent_toast: str
+    cancelled: str
+    nothing_to_cancel: str
+    ticket_resolved: str
+    ticket_reopened: str
+    csat_thanks: str
+    csat_unknown: str
+    csat_already: str
+    command_cancel: str
+    # -- the agents' forum ------------------------------------------------------------------
+    card_title: str
+    card_customer: str
+    card_first_seen: str
+    card_earlier: str
+    card_earlier_none: str
+    card_reason: str
+    card_question: str
+    card_tried: str
+    card_tried_none: str
+    card_conversation: str
+    card_conversation_part: str
+    card_conversation_file: str
+    card_owner: str
+    card_owner_none: str
+    card_csat: str
+    state_waiting: str
+    state_assigned: str
+    state_resolved: str
+    state_bot: str
+    reasons: dict[str, str]
+    attempt_answer: str
+    attempt_suggest: str
+    attempt_escalate: str
+    helpful_yes: str
+    helpful_no: str
+    helpful_none: str
+    who_customer: str
+    who_bot: str
+    who_agent: str
+    who_note: str
+    transcript_caption: str
+    button_claim: str
+    button_close: str
+    button_send: str
+    agent_claimed: str
+    agent_took_over: str
+    claim_done: str
+    claim_already: str
+    ticket_ended: str
+    agent_closed: str
+    close_already: str
+    agent_reopened: str
+    reopen_already: str
+    reopen_busy: str
+    agent_cancelled: str
+    agent_rated: str
+    first_reply_claimed: str
+    note_saved: str
+    note_usage: str
+    topic_closed: str
+    general_hint: str
+    stranger_refused: str
+    stranger_toast: str
+    wrong_topic: str
+    customer_blocked: str
+    not_delivered: str
+    customer_deleted: str
+    customer_edited: str
+    relay_lost: str
+    suggest_header: str
+    suggest_item: str
+    suggest_none: str
+    no_question: str
+    kb_sent: str
+    kb_sent_toast: str
+    kb_gone: str
+    faq_saved: str
+    faq_nothing: str
+    agents_help: str
+    command_close: str
+    command_reopen: str
+    command_note: str
+    command_suggest: str
+    command_faq: str
 
 
 EN = Texts(
@@ -48,7 +151,7 @@ EN = Texts(
         "• Type a question in your own words: I search our help articles and answer.\n"
         "• Tell me whether an answer helped with the buttons under it.\n"
         "• If I'm not sure, I'll suggest the closest articles.\n"
-        "• /human asks for a person.\n"
+        "• /human asks for a person; /cancel hands you back to me.\n"
         "• /start shows the welcome again."
     ),
     source="Source: {title}",
@@ -68,7 +171,8 @@ EN = Texts(
     article_gone="Sorry, that article is no longer available. Please ask your question again.",
     human_requested=(
         "Got it: I've asked a person from our team to take over (request #{ticket}). "
-        "They will reply here, in this chat."
+        "They will reply here, in this chat, and they can see our conversation so far, "
+        "so you won't need to repeat anything."
     ),
     human_already="Your request #{ticket} is already with our team. They will reply here, in this chat.",
     error="Sorry, something went wrong on our side. Please try again in a moment.",
@@ -78,6 +182,157 @@ EN = Texts(
     command_start="Welcome and what I can do",
     command_help="How to use this bot",
     command_human="Ask a person",
+    no_answer_alone=(
+        "I don't have an answer to that yet. I've noted your question so our team can add one.\n"
+        "Could you try asking in other words?"
+    ),
+    offer_human=(
+        "I'm sorry, I couldn't answer that either. Shall I pass you to a person from our team? "
+        "They'll see our conversation, so you won't need to repeat yourself."
+    ),
+    offer_after_feedback=(
+        "Sorry I haven't been able to help so far. Shall I pass you to a person from our team? "
+        "They'll see our conversation, so you won't need to repeat yourself."
+    ),
+    button_connect="🙋 Yes, connect me to a person",
+    queue_next="You're next in the queue.",
+    queue_position="Your place in the queue: {position}.",
+    after_hours=(
+        "Our team is away right now. They're back {when} ({zone} time), {delta}; "
+        "your request will be waiting for them."
+    ),
+    when_today="today at {time}",
+    when_tomorrow="tomorrow at {time}",
+    when_day="on {day} at {time}",
+    weekdays=("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    in_minutes="in about {n} minutes",
+    in_hours="in about {n} hours",
+    in_days="in about {n} days",
+    cancel_hint="Send /cancel if you'd rather carry on with me.",
+    human_unavailable=(
+        "Sorry, there's no one from our team I can pass you to in this chat. "
+        "Please try asking in other words, and I'll look again."
+    ),
+    with_agent_help=(
+        "You're talking to our team about request #{ticket}: everything you send here goes to them, "
+        "and they'll reply in this chat.\n/cancel hands you back to me, the bot."
+    ),
+    with_agent_toast="You're talking to a person now: they'll reply in this chat.",
+    cancelled="OK, I've cancelled request #{ticket}. I'm back: ask me anything.",
+    nothing_to_cancel=(
+        "There's no open request to cancel: you're talking to me, the bot. "
+        "Ask me anything, or send /human for a person."
+    ),
+    ticket_resolved=(
+        "Our team has marked request #{ticket} as resolved. How did we do? "
+        "Please rate the help you got, from 1 (poor) to 5 (excellent).\n\n"
+        "If you need anything else, just ask: I'm back to answer your questions."
+    ),
+    ticket_reopened="Our team has reopened request #{ticket}. They'll reply here, in this chat.",
+    csat_thanks="Thank you! You rated our help {score}/5.",
+    csat_unknown="That rating is no longer available.",
+    csat_already="Already noted, thank you.",
+    command_cancel="Hand the conversation back to the bot",
+    card_title="🎫 <b>Ticket #{ticket}</b> · {state}",
+    card_customer="<b>Customer:</b> {name} · {username} · id <code>{id}</code> · language {language}",
+    card_first_seen="<b>First seen:</b> {when}",
+    card_earlier="<b>Earlier tickets:</b> {tickets}",
+    card_earlier_none="none",
+    card_reason="<b>Reason:</b> {reason}",
+    card_question="<b>Question:</b> {question}",
+    card_tried="<b>What the bot tried</b>",
+    card_tried_none="nothing: the customer asked for a person straight away",
+    card_conversation="<b>Conversation so far</b> ({count} messages)",
+    card_conversation_part="<b>Conversation so far</b> (the last {shown} of {count} messages)",
+    card_conversation_file="the whole conversation is in the file below",
+    card_owner="<b>Assigned to:</b> {agent}",
+    card_owner_none="<b>Assigned to:</b> nobody yet: press Claim",
+    card_csat="<b>Rating:</b> {score}/5",
+    state_waiting="waiting for an agent",
+    state_assigned="with {agent}",
+    state_resolved="resolved",
+    state_bot="cancelled by the customer",
+    reasons={
+        "command": "the customer asked for a person (/human)",
+        "no_answer": "the bot had no answer; the customer asked for a person",
+        "not_helpful": "an answer didn't help; the customer asked for a person",
+        "no_match": "none of the suggested articles fitted; the customer asked for a person",
+        "unanswered": (
+            "several questions in a row without a useful answer; the bot offered a person "
+            "and the customer accepted"
+        ),
+    },
+    attempt_answer="answered with “{title}” v{version} · score {score} · {helpful}",
+    attempt_suggest="suggested articles · best score {score} · not picked",
+    attempt_escalate="had no answer · best score {score}",
+    helpful_yes="👍 helped",
+    helpful_no="👎 didn't help",
+    helpful_none="no feedback",
+    who_customer="Customer",
+    who_bot="Bot",
+    who_agent="Agent",
+    who_note="Note",
+    transcript_caption="The whole conversation of ticket #{ticket}: {count} messages.",
+    button_claim="🙋 Claim",
+    button_close="✅ Close",
+    button_send="📨 Send {n}",
+    agent_claimed="🙋 {agent} took this ticket.",
+    agent_took_over="🙋 {agent} took this ticket over from {previous}.",
+    claim_done="It's yours.",
+    claim_already="It's already yours.",
+    ticket_ended="This ticket is closed.",
+    agent_closed="✅ Ticket #{ticket} resolved by {agent}. The customer was asked to rate the help.",
+    close_already="This ticket is already closed.",
+    agent_reopened="🔄 Ticket #{ticket} reopened by {agent}; the customer was told.",
+    reopen_already="This ticket is open.",
+    reopen_busy="The customer has another open request, #{other}: carry on there.",
+    agent_cancelled="↩️ The customer cancelled the request and is back with the bot.",
+    agent_rated="⭐ The customer rated this ticket {score}/5.",
+    first_reply_claimed="🙋 {agent} answered first and now has this ticket.",
+    note_saved="📝 Note saved; the customer doesn't see it.",
+    note_usage="Usage: /note TEXT, or start a message with // to keep it internal.",
+    topic_closed=(
+        "This ticket is closed, so your message did not reach the customer (it stays here). "
+        "Send /reopen to reopen the ticket, then send it again."
+    ),
+    general_hint=(
+        "Messages in General reach no customer: reply inside the ticket's topic. "
+        "/close, /reopen, /note, /suggest and /faq work there too."
+    ),
+    stranger_refused="Only agents can talk to customers here: your message was not sent.",
+    stranger_toast="Only agents can do this.",
+    wrong_topic="This button doesn't belong to this topic.",
+    customer_blocked="⚠️ The customer has blocked the bot: your message was not delivered.",
+    not_delivered="⚠️ Not delivered to the customer: {reason}",
+    customer_deleted="🗑 The customer deleted a message before it reached this topic.",
+    customer_edited="✏️ The customer edited a message:",
+    relay_lost="⚠️ A message from the customer could not be copied here: {reason}",
+    suggest_header="Best KB answers for “{question}”:",
+    suggest_item="{n}. <b>{title}</b> · v{version} · score {score}\n{preview}",
+    suggest_none="No KB article comes close to “{question}”.",
+    no_question="The customer hasn't asked anything in words yet.",
+    kb_sent="📨 {agent} sent “{title}” (v{version}) to the customer.",
+    kb_sent_toast="Sent.",
+    kb_gone="That article is no longer available.",
+    faq_saved="💡 Saved as FAQ suggestion #{id} for the editors.\n<b>Q:</b> {question}\n<b>A:</b> {answer}",
+    faq_nothing=(
+        "Nothing to save yet: /faq needs a question from the customer and an answer from you "
+        "(or give the answer: /faq ANSWER)."
+    ),
+    agents_help=(
+        "<b>In a ticket's topic</b>\n"
+        "• Anything you write goes to the customer (edits too), except commands and notes.\n"
+        "• /note TEXT or a message starting with // stays internal.\n"
+        "• /suggest shows the best KB answers for the customer's last question, to send with a press.\n"
+        "• /faq saves the customer's question and your last answer as an FAQ suggestion.\n"
+        "• /close resolves the ticket (the customer rates it); /reopen brings it back.\n"
+        "• The card's Claim button assigns the ticket to you."
+    ),
+    command_close="Resolve the ticket; the customer rates the help",
+    command_reopen="Reopen a resolved ticket",
+    command_note="Internal note, not sent to the customer",
+    command_suggest="Best KB answers for the customer's last question",
+    command_faq="Save the question and your answer as an FAQ suggestion",
 )
 
 _TABLES: dict[str, Texts] = {"en": EN}

@@ -23,6 +23,13 @@ class ParseError(IngestError):
         super().__init__(f"{where}: {reason}")
 
 
+class NoEntriesError(ParseError):
+    """The document parsed, but holds nothing that looks like a question and its answer."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(path, None, reason)
+
+
 class UnsupportedFormatError(IngestError):
     """No parser handles this file type."""
 

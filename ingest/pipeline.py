@@ -1,31 +1,60 @@
 """One pipeline for every format: parse -> normalise -> diff against the KB -> write.
 
 Each source file is its own transaction: a file that fails writes nothing and keeps its
-previous state; the other files go on. Unchanged entries (same content hash) cost nothing.
+previous state; the other files go on. Unchanged entries (same content hash) cost one hash
+comparison. Entries that vanished from a re-ingested file are retired unless ``keep_missing``.
+An entry repeating another source's question and answer word for word is merged into it
+(not stored twice) and reported. After the files, the whole live KB is checked for
+near-duplicate questions and for the same question answered differently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingest.entry import Entry
-from ingest.errors import IngestError, ParseError
+from ingest.errors import IngestError, NoEntriesError, ParseError
 from ingest.parsers import SUPPORTED_SUFFIXES, parse_file
 from kb import store
+from kb.articles import Findings, check_consistency, normalise
 from kb.encoder import TextEncoder
-from kb.models import Article, ArticleStatus
+from kb.language import detect_language
+from kb.models import Article, ArticleStatus, ArticleVersion, Embedding
 from kb.texts import content_hash, embedding_items
 
 log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    default_language: str = "en"
+    author: str = "ingest"
+    keep_missing: bool = False
+    max_file_bytes: int = 20 * MB
+    near_duplicate_threshold: float = 0.88
+    detect_languages: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    path: str
+    line: int | None
+    key: str
+    into: str
 
 
 @dataclass(slots=True)
@@ -34,19 +63,29 @@ class FileResult:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    retired: int = 0
     duplicates: int = 0
+    merged: list[Merged] = field(default_factory=list)
     error: str | None = None
     line: int | None = None
+    no_entries: bool = False
 
     @property
     def failed(self) -> bool:
         return self.error is not None
 
+    def fail(self, reason: str, line: int | None = None) -> FileResult:
+        self.added = self.updated = self.retired = 0
+        self.merged = []
+        self.error, self.line = reason, line
+        return self
+
 
 @dataclass(slots=True)
 class IngestReport:
     files: list[FileResult] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    findings: Findings = field(default_factory=Findings)
 
     def _sum(self, name: str) -> int:
         return sum(getattr(f, name) for f in self.files if not f.failed)
@@ -64,18 +103,28 @@ class IngestReport:
         return self._sum("unchanged")
 
     @property
+    def retired(self) -> int:
+        return self._sum("retired")
+
+    @property
+    def merged(self) -> list[Merged]:
+        return [m for f in self.files for m in f.merged]
+
+    @property
     def failed(self) -> list[FileResult]:
         return [f for f in self.files if f.failed]
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated)
+        return bool(self.added or self.updated or self.retired)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "retired": self.retired,
+            "skipped": len(self.skipped),
             "failed": len(self.failed),
             "files": [
                 {
@@ -83,13 +132,18 @@ class IngestReport:
                     "added": f.added,
                     "updated": f.updated,
                     "unchanged": f.unchanged,
+                    "retired": f.retired,
                     "duplicates": f.duplicates,
                     "error": f.error,
                     "line": f.line,
                 }
                 for f in self.files
             ],
-            "skipped": self.skipped,
+            "skipped_files": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "merged_duplicates": [
+                {"path": m.path, "line": m.line, "key": m.key, "into": m.into} for m in self.merged
+            ],
+            **self.findings.as_dict(),
         }
 
 
@@ -112,25 +166,53 @@ def derive_key(entry: Entry) -> str:
     return f"{slugify(Path(entry.source_file).stem, limit=40)}/{slugify(entry.question)}"
 
 
-def collect_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Files to ingest (folders walked recursively, sorted) and the ones skipped."""
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def collect_files(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped], set[Path]]:
+    """Files to ingest (folders walked recursively, sorted, symlinked folders not followed,
+    so a symlink loop cannot trap the walk), the files skipped for their type, and which of
+    the files were found in a folder rather than named."""
     files: list[Path] = []
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
+    walked: set[Path] = set()
     for path in paths:
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for candidate in candidates:
-            if candidate.suffix.lower() in SUPPORTED_SUFFIXES or not path.is_dir():
-                files.append(candidate)
-            else:
-                skipped.append(str(candidate))
-    return files, skipped
+        path = path.absolute()
+        if not path.is_dir():
+            files.append(path)
+            continue
+        for root, dirs, names in os.walk(path, followlinks=False):
+            dirs.sort()
+            for name in sorted(names):
+                candidate = Path(root) / name
+                if name.startswith("."):
+                    continue
+                if candidate.suffix.lower() in SUPPORTED_SUFFIXES:
+                    files.append(candidate)
+                    walked.add(candidate)
+                else:
+                    skipped.append(Skipped(str(candidate), "unknown file type"))
+    return files, skipped, walked
 
 
-def _plan(entries: Sequence[Entry], default_language: str, result: FileResult) -> list[_Planned]:
+def _language(entry: Entry, options: IngestOptions) -> str:
+    if entry.lang:
+        return entry.lang.lower()
+    if options.detect_languages:
+        detected = detect_language(f"{entry.question}\n{entry.answer}")
+        if detected:
+            return detected
+    return options.default_language
+
+
+def _plan(entries: Sequence[Entry], options: IngestOptions, result: FileResult) -> list[_Planned]:
     planned: dict[tuple[str, str], _Planned] = {}
     for entry in entries:
         key = entry.key or derive_key(entry)
-        language = (entry.lang or default_language).lower()
+        language = _language(entry, options)
         digest = content_hash(
             question=entry.question, alt_questions=entry.alt_questions, answer=entry.answer, tags=entry.tags
         )
@@ -144,33 +226,49 @@ def _plan(entries: Sequence[Entry], default_language: str, result: FileResult) -
     return list(planned.values())
 
 
+def _read(path: Path, options: IngestOptions) -> list[Entry]:
+    """Parse one file, refusing empty and oversized ones before reading them."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ParseError(path, None, "empty file")
+    if size > options.max_file_bytes:
+        raise ParseError(
+            path,
+            None,
+            f"file is {size / MB:.1f} MB; the limit is {options.max_file_bytes / MB:.0f} MB "
+            "(ingest.max_file_mb)",
+        )
+    return parse_file(path)
+
+
 async def ingest_file(
     path: Path,
     *,
     sessions: async_sessionmaker[AsyncSession],
     encoder: TextEncoder,
-    default_language: str = "en",
-    author: str = "ingest",
+    options: IngestOptions = IngestOptions(),
 ) -> FileResult:
     result = FileResult(path=str(path))
     try:
-        entries = await asyncio.to_thread(parse_file, path)
+        entries = await asyncio.to_thread(_read, path, options)
+    except NoEntriesError as exc:
+        result.no_entries = True
+        return result.fail(exc.reason)
     except ParseError as exc:
-        result.error, result.line = exc.reason, exc.line
-        return result
+        return result.fail(exc.reason, exc.line)
     except IngestError as exc:
-        result.error = str(exc)
-        return result
+        return result.fail(str(exc))
     except OSError as exc:
-        result.error = exc.strerror or str(exc)
-        return result
+        return result.fail(exc.strerror or str(exc))
 
-    planned = _plan(entries, default_language, result)
+    planned = _plan(entries, options, result)
     async with sessions() as session:
         known = await store.current_hashes(session, keys=[p.key for p in planned])
-    todo = [p for p in planned if known.get((p.key, p.language)) != p.digest]
-    result.unchanged = len(planned) - len(todo)
-    if not todo:
+        todo = [p for p in planned if known.get((p.key, p.language)) != p.digest]
+        todo = await _merge_duplicates(session, todo, known, result)
+        missing = [] if options.keep_missing else await _missing(session, str(path), planned)
+    result.unchanged = len(planned) - len(todo) - len(result.merged)
+    if not todo and not missing:
         return result
 
     plans = [
@@ -180,54 +278,137 @@ async def ingest_file(
     vectors = await asyncio.to_thread(encoder.encode, [text for plan in plans for _, _, text in plan])
     try:
         async with sessions() as session, session.begin():
-            offset = 0
-            for item, plan in zip(todo, plans, strict=True):
-                is_new, version_id = await _write(session, item, author)
-                await store.add_embeddings(
-                    session,
-                    version_id=version_id,
-                    model_id=encoder.model_id,
-                    items=plan,
-                    vectors=vectors[offset : offset + len(plan)],
-                )
-                offset += len(plan)
-                if is_new:
-                    result.added += 1
-                else:
-                    result.updated += 1
+            result.added, result.updated = await _write(
+                session, todo, plans, vectors, model_id=encoder.model_id, author=options.author
+            )
+            result.retired = await _retire(session, missing)
             await store.bump_revision(session)
     except SQLAlchemyError as exc:
         log.exception("ingest of %s failed; nothing of it was written", path)
-        result.added = result.updated = 0
-        result.error = f"database error: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        return result.fail(f"database error: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     return result
 
 
-async def _write(session: AsyncSession, item: _Planned, author: str) -> tuple[bool, int]:
-    """Write one planned entry; returns (is new in this language, the new version's id)."""
-    entry = item.entry
-    article = await store.find_article(session, key=item.key)
-    if article is None:
-        article = Article(key=item.key, language=item.language, tags=list(entry.tags))
-        session.add(article)
-        await session.flush()
-    else:
-        article.status = ArticleStatus.PUBLISHED
-        article.tags = list(entry.tags)
-    previous = await store.current_version(session, article_id=article.id, language=item.language)
-    version = await store.add_version(
-        session,
-        article=article,
-        language=item.language,
-        question=entry.question,
-        alt_questions=entry.alt_questions,
-        answer=entry.answer,
-        source_file=entry.source_file,
-        source_anchor=entry.source_anchor,
-        content_hash=item.digest,
-        author=author,
-    )
-    return previous is None, version.id
+async def _merge_duplicates(
+    session: AsyncSession, todo: list[_Planned], known: dict[tuple[str, str], str], result: FileResult
+) -> list[_Planned]:
+    """Drop new entries that repeat another article's question and answer word for word."""
+    fresh = [p for p in todo if (p.key, p.language) not in known]
+    if not fresh:
+        return todo
+    existing: dict[tuple[str, str, str], str] = {}
+    for article, version in await store.live_by_question(
+        session, questions=[p.entry.question for p in fresh]
+    ):
+        existing[(version.language, normalise(version.question), normalise(version.answer))] = article.key
+    kept = []
+    for item in todo:
+        twin = existing.get((item.language, normalise(item.entry.question), normalise(item.entry.answer)))
+        if twin is not None and twin != item.key and (item.key, item.language) not in known:
+            result.merged.append(Merged(result.path, item.entry.line, item.key, twin))
+        else:
+            kept.append(item)
+    return kept
+
+
+async def _missing(session: AsyncSession, source_file: str, planned: list[_Planned]) -> list[tuple[int, int]]:
+    present = {(p.key, p.language) for p in planned}
+    return [
+        (article.id, version.id)
+        for article, version in await store.sources_current(session, source_file=source_file)
+        if (article.key, version.language) not in present
+    ]
+
+
+async def _retire(session: AsyncSession, missing: list[tuple[int, int]]) -> int:
+    retired = 0
+    for article_id, version_id in missing:
+        article = await session.get(Article, article_id)
+        version = await session.get(ArticleVersion, version_id)
+        if article is not None and version is not None and version.is_current:
+            await store.retire_version(session, article=article, version=version)
+            retired += 1
+    return retired
+
+
+async def _write(
+    session: AsyncSession,
+    todo: list[_Planned],
+    plans: list[list],
+    vectors: np.ndarray,
+    *,
+    model_id: str,
+    author: str,
+) -> tuple[int, int]:
+    """Write new and changed entries with their vectors; returns (added, updated).
+
+    New articles go in with a few bulk statements (a first ingest of thousands of entries is
+    common); changed ones take the per-article path that keeps the version history.
+    """
+    articles = await _articles_by_key(session, {p.key for p in todo})
+    created: set[str] = set()
+    for item in todo:
+        if item.key not in articles:
+            articles[item.key] = Article(key=item.key, language=item.language, tags=list(item.entry.tags))
+            session.add(articles[item.key])
+            created.add(item.key)
+    await session.flush()
+    added = updated = 0
+    versions: list[ArticleVersion] = []
+    for item in todo:
+        entry = item.entry
+        article = articles[item.key]
+        fields = {
+            "language": item.language,
+            "question": entry.question,
+            "alt_questions": list(entry.alt_questions),
+            "answer": entry.answer,
+            "source_file": entry.source_file,
+            "source_anchor": entry.source_anchor,
+            "content_hash": item.digest,
+            "author": author,
+        }
+        if item.key in created:  # brand new: version 1, nothing to supersede
+            version = ArticleVersion(article_id=article.id, number=1, is_current=True, **fields)
+            session.add(version)
+            added += 1
+        else:
+            previous = await store.current_version(session, article_id=article.id, language=item.language)
+            article.status = ArticleStatus.PUBLISHED
+            article.tags = list(entry.tags)
+            version = await store.add_version(session, article=article, **fields)
+            added += previous is None
+            updated += previous is not None
+        versions.append(version)
+    await session.flush()
+    rows = []
+    offset = 0
+    for version, plan in zip(versions, plans, strict=True):
+        for (kind, ordinal, text), vector in zip(plan, vectors[offset : offset + len(plan)], strict=True):
+            rows.append(
+                {
+                    "version_id": version.id,
+                    "kind": kind,
+                    "ordinal": ordinal,
+                    "text": text,
+                    "model_id": model_id,
+                    "dim": int(vector.shape[0]),
+                    "vector": vector.tobytes(),
+                }
+            )
+        offset += len(plan)
+    if rows:
+        await session.execute(insert(Embedding), rows)
+    return added, updated
+
+
+async def _articles_by_key(session: AsyncSession, keys: set[str]) -> dict[str, Article]:
+    found: dict[str, Article] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        found.update((a.key, a) for a in await session.scalars(select(Article).where(Article.key.in_(chunk))))
+    return found
 
 
 async def ingest_paths(
@@ -235,15 +416,21 @@ async def ingest_paths(
     *,
     sessions: async_sessionmaker[AsyncSession],
     encoder: TextEncoder,
-    default_language: str = "en",
-    author: str = "ingest",
+    options: IngestOptions = IngestOptions(),
+    on_file: Callable[[Path], None] | None = None,
 ) -> IngestReport:
-    files, skipped = collect_files(Path(p) for p in paths)
+    files, skipped, walked = collect_files(Path(p) for p in paths)
     report = IngestReport(skipped=skipped)
     for path in files:
-        report.files.append(
-            await ingest_file(
-                path, sessions=sessions, encoder=encoder, default_language=default_language, author=author
-            )
-        )
+        if on_file is not None:
+            on_file(path)
+        result = await ingest_file(path, sessions=sessions, encoder=encoder, options=options)
+        if result.no_entries and path in walked:
+            # A README.txt or package.json beside the FAQs in a folder: not an FAQ, not a failure.
+            report.skipped.append(Skipped(result.path, result.error or "no entries found"))
+        else:
+            report.files.append(result)
+    report.findings = await check_consistency(
+        sessions, model_id=encoder.model_id, near_threshold=options.near_duplicate_threshold
+    )
     return report

@@ -1,11 +1,13 @@
 """Conversations with customers: who they are, what they asked, what the bot answered.
 
 The services here own their transactions (``async with session.begin()``) and return plain
-data for the Telegram layer to render; they never talk to Telegram themselves.
+data for the Telegram layer to render; they never talk to Telegram themselves. Tickets (the
+hand-over to people) are in :mod:`kb.tickets`; this module decides when to offer one.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -23,8 +25,6 @@ from kb.models import (
     Direction,
     Feedback,
     Message,
-    Ticket,
-    TicketState,
     utcnow,
 )
 from kb.search import Hit, KnowledgeBase
@@ -55,6 +55,15 @@ class Shown:
     score: float | None
 
 
+class HumanOffer(enum.StrEnum):
+    """How a person is offered with a reply: not at all (no agents), a button, or a real offer
+    (after ``escalate_after_unanswered`` failed turns in a row: the customer confirms)."""
+
+    NONE = "none"
+    BUTTON = "button"
+    OFFER = "offer"
+
+
 @dataclass(slots=True)
 class Reply:
     """What the bot decided and what to send; ``message_id`` is the stored outgoing row."""
@@ -63,6 +72,7 @@ class Reply:
     message_id: int
     article: Shown | None = None
     suggestions: list[Shown] = field(default_factory=list)
+    human: HumanOffer = HumanOffer.BUTTON
 
 
 class FeedbackOutcome:
@@ -71,7 +81,13 @@ class FeedbackOutcome:
     UNKNOWN = "unknown"
 
 
-async def _touch_customer(session: AsyncSession, person: Person) -> Customer:
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    outcome: str  # a FeedbackOutcome
+    human: HumanOffer = HumanOffer.NONE
+
+
+async def touch_customer(session: AsyncSession, person: Person) -> Customer:
     customer = await session.scalar(select(Customer).where(Customer.telegram_id == person.telegram_id))
     now = utcnow()
     if customer is None:
@@ -86,7 +102,7 @@ async def _touch_customer(session: AsyncSession, person: Person) -> Customer:
     return customer
 
 
-async def _conversation(session: AsyncSession, customer: Customer, chat_id: int) -> Conversation:
+async def conversation_for(session: AsyncSession, customer: Customer, chat_id: int) -> Conversation:
     now = utcnow()
     conversation = await session.scalar(
         select(Conversation)
@@ -106,7 +122,7 @@ async def _conversation(session: AsyncSession, customer: Customer, chat_id: int)
     return conversation
 
 
-def _message(
+def message_row(
     conversation: Conversation, *, direction: Direction, author: Author, **fields: object
 ) -> Message:
     return Message(
@@ -118,12 +134,57 @@ def _message(
     )
 
 
-class Helpdesk:
-    """The customer-facing service: questions in, decisions out, everything recorded."""
+async def unanswered_streak(session: AsyncSession, *, conversation_id: int) -> int:
+    """Failed bot turns in a row, newest first: no answer, an answer that "didn't help", or
+    "did you mean" suggestions the customer passed over; any other answer ends the run."""
+    rows = (
+        await session.execute(
+            select(Message.decision, Feedback.helpful)
+            .outerjoin(Feedback, Feedback.message_id == Message.id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.author == Author.BOT,
+                Message.decision.in_(["answer", "picked", "suggest", "escalate"]),
+            )
+            .order_by(Message.id.desc())
+            .limit(50)
+        )
+    ).all()
+    streak, picked = 0, False
+    for decision, helpful in rows:
+        if decision == "suggest" and picked:  # the pick that followed it was the turn
+            picked = False
+            continue
+        picked = decision == "picked"
+        if decision in ("answer", "picked") and helpful is not False:
+            break
+        streak += 1
+    return streak
 
-    def __init__(self, kb: KnowledgeBase, thresholds: Thresholds) -> None:
+
+class Helpdesk:
+    """The customer-facing service: questions in, decisions out, everything recorded.
+
+    ``escalation``: people can take over (agents are configured); ``offer_after``: failed turns
+    in a row before the bot offers a person itself (0 = never).
+    """
+
+    def __init__(
+        self, kb: KnowledgeBase, thresholds: Thresholds, *, escalation: bool = True, offer_after: int = 2
+    ) -> None:
         self.kb = kb
         self.thresholds = thresholds
+        self.escalation = escalation
+        self.offer_after = offer_after
+
+    async def _offer(self, session: AsyncSession, conversation_id: int) -> HumanOffer:
+        if not self.escalation:
+            return HumanOffer.NONE
+        if self.offer_after and await unanswered_streak(session, conversation_id=conversation_id) >= (
+            self.offer_after
+        ):
+            return HumanOffer.OFFER
+        return HumanOffer.BUTTON
 
     async def ask(
         self, session: AsyncSession, *, person: Person, chat_id: int, telegram_message_id: int, text: str
@@ -131,10 +192,10 @@ class Helpdesk:
         hits = await self.kb.search(text, k=5, language=person.language_code)  # outside the transaction
         decision = decide(hits, self.thresholds)
         async with session.begin():
-            customer = await _touch_customer(session, person)
-            conversation = await _conversation(session, customer, chat_id)
+            customer = await touch_customer(session, person)
+            conversation = await conversation_for(session, customer, chat_id)
             session.add(
-                _message(
+                message_row(
                     conversation,
                     direction=Direction.IN,
                     author=Author.CUSTOMER,
@@ -144,7 +205,7 @@ class Helpdesk:
             )
             shown = [await self._shown(session, hit) for hit in decision.chosen]
             top = shown[0] if decision.action is Action.ANSWER else None
-            out = _message(
+            out = message_row(
                 conversation,
                 direction=Direction.OUT,
                 author=Author.BOT,
@@ -156,11 +217,15 @@ class Helpdesk:
             )
             session.add(out)
             await session.flush()
+            human = await self._offer(session, conversation.id)
+            if human is HumanOffer.OFFER and decision.action is not Action.ESCALATE:
+                human = HumanOffer.BUTTON  # the bot has something to show: offer with the next miss
         return Reply(
             decision.action,
             out.id,
             article=top,
             suggestions=shown if decision.action is Action.SUGGEST else [],
+            human=human,
         )
 
     async def show(
@@ -171,9 +236,9 @@ class Helpdesk:
             shown = await self._shown_version(session, version_id, score=None)
             if shown is None:
                 return None
-            customer = await _touch_customer(session, person)
-            conversation = await _conversation(session, customer, chat_id)
-            out = _message(
+            customer = await touch_customer(session, person)
+            conversation = await conversation_for(session, customer, chat_id)
+            out = message_row(
                 conversation,
                 direction=Direction.OUT,
                 author=Author.BOT,
@@ -197,10 +262,10 @@ class Helpdesk:
     ) -> None:
         """Store a customer message the bot does not search for (commands, stickers, photos...)."""
         async with session.begin():
-            customer = await _touch_customer(session, person)
-            conversation = await _conversation(session, customer, chat_id)
+            customer = await touch_customer(session, person)
+            conversation = await conversation_for(session, customer, chat_id)
             session.add(
-                _message(
+                message_row(
                     conversation,
                     direction=Direction.IN,
                     author=Author.CUSTOMER,
@@ -215,9 +280,9 @@ class Helpdesk:
     ) -> int:
         """Store a bot message that is not an answer (greeting, help, apologies); returns its row id."""
         async with session.begin():
-            customer = await _touch_customer(session, person)
-            conversation = await _conversation(session, customer, chat_id)
-            out = _message(
+            customer = await touch_customer(session, person)
+            conversation = await conversation_for(session, customer, chat_id)
+            out = message_row(
                 conversation, direction=Direction.OUT, author=Author.BOT, text=text, decision=decision
             )
             session.add(out)
@@ -230,69 +295,59 @@ class Helpdesk:
             if row is not None:
                 row.telegram_message_id = telegram_message_id
 
-    async def feedback(self, session: AsyncSession, *, person: Person, message_id: int, helpful: bool) -> str:
+    async def feedback(
+        self, session: AsyncSession, *, person: Person, message_id: int, helpful: bool
+    ) -> FeedbackResult:
+        """Store a "Helped" / "Didn't help" press; after "didn't help", how to offer a person."""
         async with session.begin():
-            message = await session.get(Message, message_id)
-            customer = await session.scalar(
-                select(Customer).where(Customer.telegram_id == person.telegram_id)
-            )
-            if message is None or customer is None or message.author is not Author.BOT:
-                return FeedbackOutcome.UNKNOWN
-            conversation = await session.get(Conversation, message.conversation_id)
-            if conversation is None or conversation.customer_id != customer.id:
-                return FeedbackOutcome.UNKNOWN
-            existing = await session.scalar(select(Feedback).where(Feedback.message_id == message_id))
-            if existing is not None:
-                if existing.helpful == helpful:
-                    return FeedbackOutcome.ALREADY
-                existing.helpful = helpful  # changed their mind: the last press counts
-                existing.created_at = utcnow()
-                return FeedbackOutcome.RECORDED
-            session.add(
-                Feedback(
-                    message_id=message_id,
-                    customer_id=customer.id,
-                    version_id=message.version_id,
-                    helpful=helpful,
-                )
-            )
-            return FeedbackOutcome.RECORDED
+            outcome = await self._store_feedback(session, person, message_id, helpful)
+            human = HumanOffer.NONE
+            if outcome == FeedbackOutcome.RECORDED and not helpful:
+                message = await session.get(Message, message_id)
+                assert message is not None
+                human = await self._offer(session, message.conversation_id)
+            return FeedbackResult(outcome, human)
 
-    async def request_human(
-        self, session: AsyncSession, *, person: Person, chat_id: int, reason: str
-    ) -> tuple[int, bool]:
-        """Record that the customer wants a person; returns (ticket id, was it new)."""
-        async with session.begin():
-            customer = await _touch_customer(session, person)
-            open_ticket = await session.scalar(
-                select(Ticket).where(
-                    Ticket.customer_id == customer.id,
-                    Ticket.state.in_([TicketState.WAITING, TicketState.ASSIGNED]),
-                )
-            )
-            if open_ticket is not None:
-                return open_ticket.id, False
-            conversation = await _conversation(session, customer, chat_id)
-            last_question = await session.scalar(
-                select(Message.text)
-                .where(
-                    Message.conversation_id == conversation.id,
-                    Message.author == Author.CUSTOMER,
-                    Message.content_type == "text",
-                )
-                .order_by(Message.id.desc())
-                .limit(1)
-            )
-            ticket = Ticket(
+    async def _store_feedback(
+        self, session: AsyncSession, person: Person, message_id: int, helpful: bool
+    ) -> str:
+        message = await session.get(Message, message_id)
+        customer = await session.scalar(select(Customer).where(Customer.telegram_id == person.telegram_id))
+        if message is None or customer is None or message.author is not Author.BOT:
+            return FeedbackOutcome.UNKNOWN
+        conversation = await session.get(Conversation, message.conversation_id)
+        if conversation is None or conversation.customer_id != customer.id:
+            return FeedbackOutcome.UNKNOWN
+        existing = await session.scalar(select(Feedback).where(Feedback.message_id == message_id))
+        if existing is not None:
+            if existing.helpful == helpful:
+                return FeedbackOutcome.ALREADY
+            existing.helpful = helpful  # changed their mind: the last press counts
+            existing.created_at = utcnow()
+            return FeedbackOutcome.RECORDED
+        session.add(
+            Feedback(
+                message_id=message_id,
                 customer_id=customer.id,
-                conversation_id=conversation.id,
-                state=TicketState.WAITING,
-                reason=reason,
-                question=last_question,
+                version_id=message.version_id,
+                helpful=helpful,
             )
-            session.add(ticket)
-            await session.flush()
-            return ticket.id, True
+        )
+        return FeedbackOutcome.RECORDED
+
+    async def article(self, session: AsyncSession, *, version_id: int) -> Shown | None:
+        """A published article version as the customer would get it."""
+        async with session.begin():
+            return await self._shown_version(session, version_id, score=None)
+
+    async def candidates(
+        self, session: AsyncSession, *, text: str, language: str | None, k: int = 3
+    ) -> list[Shown]:
+        """The best KB articles for ``text`` (for an agent's ``/suggest``), best first."""
+        hits = await self.kb.search(text, k=k, language=language)  # outside the transaction
+        async with session.begin():
+            shown = [await self._shown_version(session, hit.version_id, score=hit.score) for hit in hits]
+        return [s for s in shown if s is not None]
 
     async def _shown(self, session: AsyncSession, hit: Hit) -> Shown:
         shown = await self._shown_version(session, hit.version_id, score=hit.score)

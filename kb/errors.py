@@ -38,3 +38,16 @@ class IndexMissingError(KbError):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(f"no search index in {path}; run `helpdesk kb rebuild`")
+
+
+class ArticleNotFoundError(KbError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no article with key {key!r} (see `helpdesk kb list`)")
+
+
+class VersionNotFoundError(KbError):
+    def __init__(self, key: str, number: int, language: str | None) -> None:
+        self.key, self.number, self.language = key, number, language
+        where = f" in language {language!r}" if language else ""
+        super().__init__(f"article {key!r} has no version {number}{where} (see `helpdesk kb show {key}`)")

@@ -82,10 +82,22 @@ class Author(enum.StrEnum):
 
 
 class TicketState(enum.StrEnum):
+    """bot -> waiting -> assigned -> resolved; ``bot`` also ends a ticket the customer cancelled."""
+
     BOT = "bot"
     WAITING = "waiting"
     ASSIGNED = "assigned"
     RESOLVED = "resolved"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (TicketState.WAITING, TicketState.ASSIGNED)
+
+
+class SuggestionStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 def _enum(cls: type[enum.StrEnum]) -> Enum:
@@ -201,6 +213,13 @@ class Message(Base):
     version_id: Mapped[int | None] = mapped_column(ForeignKey("article_versions.id", ondelete="SET NULL"))
     score: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Hand-over: the ticket the message belongs to, the id of its copy on the other side (the
+    # agents' topic for a customer message, the customer's chat for an agent's), the agent.
+    ticket_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tickets.id", ondelete="SET NULL", name="fk_messages_ticket_id_tickets"), index=True
+    )
+    relay_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    agent_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Feedback(Base):
@@ -224,8 +243,42 @@ class Ticket(Base):
     state: Mapped[TicketState] = mapped_column(_enum(TicketState), default=TicketState.WAITING)
     reason: Mapped[str] = mapped_column(String(64), default="customer_request")
     question: Mapped[str | None] = mapped_column(Text)
-    topic_id: Mapped[int | None] = mapped_column(BigInteger)
+    topic_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     agent_id: Mapped[int | None] = mapped_column(BigInteger)
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     first_response_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)  # the customer's private chat
+    card_message_id: Mapped[int | None] = mapped_column(BigInteger)  # the pinned card in the topic
+    agent_name: Mapped[str | None] = mapped_column(String(300))
+    outcome: Mapped[str | None] = mapped_column(String(32))  # resolved / cancelled
+
+
+class Suggestion(Base):
+    """An agent's answer proposed as a KB entry (``/faq``); editors approve or reject it."""
+
+    __tablename__ = "suggestions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    agent_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[SuggestionStatus] = mapped_column(
+        _enum(SuggestionStatus), default=SuggestionStatus.PENDING, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Csat(Base):
+    """The customer's 1-5 rating of a resolved ticket (the last press counts)."""
+
+    __tablename__ = "csat"
+    __table_args__ = (UniqueConstraint("ticket_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    score: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

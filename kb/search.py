@@ -23,6 +23,7 @@ from kb import store
 from kb.encoder import TextEncoder
 from kb.errors import IndexMissingError
 from kb.index import Row, VectorIndex, read_meta
+from kb.language import detect_language
 from kb.lexical import LexicalIndex
 from kb.models import Article, ArticleVersion
 from kb.texts import embedding_items
@@ -174,8 +175,11 @@ class KnowledgeBase:
     # -- searching ----------------------------------------------------------------------------
 
     async def search(self, text: str, *, k: int = 5, language: str | None = None) -> list[Hit]:
+        """Hits for a customer's message; translations are picked in the language the message
+        is written in when that is clear, else in ``language`` (Telegram's), else the default."""
         vectors = await asyncio.to_thread(self.encoder.encode, [text])
-        return self.rank([text], vectors, k=k, language=language)[0]
+        preferred = detect_language(text) or language
+        return self.rank([text], vectors, k=k, language=preferred)[0]
 
     def search_sync(
         self, texts: Sequence[str], *, k: int = 5, language: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb.models import Article, ArticleStatus, ArticleVersion, Embedding, EmbeddingKind, KbState, utcnow
@@ -157,3 +157,111 @@ async def embeddings_of(
 
 async def get_version(session: AsyncSession, *, version_id: int) -> ArticleVersion | None:
     return await session.get(ArticleVersion, version_id)
+
+
+async def sources_current(session: AsyncSession, *, source_file: str) -> list[tuple[Article, ArticleVersion]]:
+    """Live current versions that came from ``source_file``."""
+    rows = await session.execute(
+        select(Article, ArticleVersion)
+        .join(ArticleVersion, ArticleVersion.article_id == Article.id)
+        .where(
+            ArticleVersion.is_current.is_(True),
+            ArticleVersion.source_file == source_file,
+            Article.status == ArticleStatus.PUBLISHED,
+        )
+    )
+    return [(article, version) for article, version in rows]
+
+
+async def live_by_question(
+    session: AsyncSession, *, questions: Sequence[str]
+) -> list[tuple[Article, ArticleVersion]]:
+    """Live current versions whose question equals one of ``questions`` (case-insensitively)."""
+    found: list[tuple[Article, ArticleVersion]] = []
+    lowered = sorted({q.lower() for q in questions})
+    for start in range(0, len(lowered), 500):
+        rows = await session.execute(
+            select(Article, ArticleVersion)
+            .join(ArticleVersion, ArticleVersion.article_id == Article.id)
+            .where(
+                ArticleVersion.is_current.is_(True),
+                Article.status == ArticleStatus.PUBLISHED,
+                func.lower(ArticleVersion.question).in_(lowered[start : start + 500]),
+            )
+        )
+        found.extend((article, version) for article, version in rows)
+    return found
+
+
+async def retire_version(session: AsyncSession, *, article: Article, version: ArticleVersion) -> bool:
+    """Take one language version out of answers; retire the article when none is left.
+
+    Returns True when the whole article was retired.
+    """
+    version.is_current = False
+    await session.flush()
+    remaining = await session.scalar(
+        select(func.count())
+        .select_from(ArticleVersion)
+        .where(ArticleVersion.article_id == article.id, ArticleVersion.is_current.is_(True))
+    )
+    if not remaining:
+        article.status = ArticleStatus.RETIRED
+        article.updated_at = utcnow()
+        return True
+    return False
+
+
+async def list_articles(session: AsyncSession, *, status: ArticleStatus | None = None) -> list[Article]:
+    query = select(Article).order_by(Article.key)
+    if status is not None:
+        query = query.where(Article.status == status)
+    return list((await session.scalars(query)).all())
+
+
+async def versions_of(session: AsyncSession, *, article_id: int) -> list[ArticleVersion]:
+    return list(
+        (
+            await session.scalars(
+                select(ArticleVersion)
+                .where(ArticleVersion.article_id == article_id)
+                .order_by(ArticleVersion.language, ArticleVersion.number)
+            )
+        ).all()
+    )
+
+
+async def copy_embeddings(session: AsyncSession, *, from_version: int, to_version: int) -> int:
+    """Reuse the vectors of an identical older version (rollback): no model needed."""
+    rows = (await session.scalars(select(Embedding).where(Embedding.version_id == from_version))).all()
+    session.add_all(
+        Embedding(
+            version_id=to_version,
+            kind=r.kind,
+            ordinal=r.ordinal,
+            text=r.text,
+            model_id=r.model_id,
+            dim=r.dim,
+            vector=r.vector,
+        )
+        for r in rows
+    )
+    await session.flush()
+    return len(rows)
+
+
+async def question_vectors(session: AsyncSession, *, model_id: str) -> list[tuple[int, str, str, str, bytes]]:
+    """(article id, key, language, question, vector) of every live current version's question."""
+    rows = await session.execute(
+        select(Article.id, Article.key, ArticleVersion.language, ArticleVersion.question, Embedding.vector)
+        .join(ArticleVersion, ArticleVersion.article_id == Article.id)
+        .join(Embedding, Embedding.version_id == ArticleVersion.id)
+        .where(
+            ArticleVersion.is_current.is_(True),
+            Article.status == ArticleStatus.PUBLISHED,
+            Embedding.model_id == model_id,
+            Embedding.kind == EmbeddingKind.QUESTION,
+        )
+        .order_by(Article.key)
+    )
+    return [tuple(row) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -88,12 +89,34 @@ async def eventually(check, *, within: float = 5.0, interval: float = 0.02):
         await asyncio.sleep(interval)
 
 
-class BotHarness:
-    """The real dispatcher long-polling the sandbox over HTTP, plus the services behind it."""
+AGENTS_CHAT_ID = -1001000000001
 
-    def __init__(self, sandbox, services: Services) -> None:
+
+def _people():
+    from bot.sandbox import Chat, User
+
+    return Chat.forum(AGENTS_CHAT_ID, "Helpdesk agents"), User(
+        900, "Alice", "Smith", username="alice_agent", language_code="en"
+    )
+
+
+class BotHarness:
+    """The real dispatcher long-polling the sandbox over HTTP, plus the services behind it.
+
+    The agents' forum (``forum``) is configured with one agent (``agent``), unless a test asks
+    for something else through ``make_harness``.
+    """
+
+    def __init__(self, sandbox, services: Services, dispatcher=None, forum=None, agent=None) -> None:
         self.sandbox = sandbox
         self.services = services
+        self.dispatcher = dispatcher
+        self.forum = forum
+        self.agent = agent
+
+    @property
+    def desk(self):
+        return self.dispatcher["desk"]
 
     async def say(self, user, text: str):
         """A customer writes; returns the bot's next message to them."""
@@ -101,28 +124,87 @@ class BotHarness:
         self.sandbox.send_message(chat=user.id, user=user, text=text)
         return await self.sandbox.wait_for_bot_message(user.id, after=before)
 
+    async def topic_of(self, ticket_id: int, *, within: float = 10.0) -> int:
+        """The forum topic of a ticket, once the bot has created it and posted the card."""
+        from kb.models import Ticket
 
-@pytest.fixture
-async def harness(settings: Settings, encoder: TextEncoder) -> AsyncIterator[BotHarness]:
+        async def ready():
+            async with self.services.sessions() as session:
+                ticket = await session.get(Ticket, ticket_id)
+                return ticket.topic_id if ticket and ticket.card_message_id else None
+
+        return await eventually(ready, within=within)
+
+    def in_topic(self, thread_id: int):
+        """The bot's messages in a topic, as they are now."""
+        return self.sandbox.messages_to(self.forum.id, thread_id=thread_id)
+
+
+def live_settings(settings: Settings, sandbox, **telegram: object) -> Settings:
+    return settings.model_copy(
+        update={
+            "telegram": settings.telegram.model_copy(
+                update={"api_url": sandbox.url, "token": SecretStr(sandbox.token), **telegram}
+            )
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    settings: Settings,
+    encoder: TextEncoder,
+    *,
+    forum=True,
+    agents: list[int] | None = None,
+    helpdesk: dict | None = None,
+    pacing=None,
+    prepare=None,
+) -> AsyncIterator[BotHarness]:
+    """The bot against a fresh sandbox. ``forum``: True for the standard agents' forum with one
+    agent, a sandbox ``Chat`` for another agents' chat, False for no hand-over. ``prepare(sandbox)``
+    runs before the bot starts (e.g. to take rights away)."""
     from bot.app import build_bot, polling
+    from bot.pacing import Pacing
     from bot.sandbox import BotAPISandbox
     from ingest.pipeline import ingest_paths
 
+    standard_forum, agent = _people()
     async with BotAPISandbox() as sandbox:
-        live = settings.model_copy(
-            update={
-                "telegram": settings.telegram.model_copy(
-                    update={"api_url": sandbox.url, "token": SecretStr(sandbox.token)}
-                )
-            }
-        )
+        chat = None
+        telegram: dict[str, object] = {}
+        if forum:
+            chat = standard_forum if forum is True else forum
+            sandbox.add_chat(chat, admins=[agent])
+            telegram = {"agents_chat_id": chat.id, "agents": [agent.id] if agents is None else agents}
+        if prepare is not None:
+            prepare(sandbox)
+        live = live_settings(settings, sandbox, **telegram)
+        if helpdesk:
+            live = live.model_copy(update={"helpdesk": live.helpdesk.model_copy(update=helpdesk)})
         async with open_services(live, encoder=encoder) as services:
             report = await ingest_paths([EXAMPLE_FAQ], sessions=services.sessions, encoder=encoder)
             assert report.added > 0 and not report.failed
             await services.kb.sync(services.sessions)
             bot = build_bot(live)
             try:
-                async with polling(services, bot):
-                    yield BotHarness(sandbox, services)
+                async with polling(services, bot, pacing=pacing or Pacing.fast()) as dp:
+                    yield BotHarness(sandbox, services, dp, chat, agent)
             finally:
                 await bot.session.close()
+
+
+@pytest.fixture
+async def harness(settings: Settings, encoder: TextEncoder) -> AsyncIterator[BotHarness]:
+    async with running_bot(settings, encoder) as running:
+        yield running
+
+
+@pytest.fixture
+def make_harness(settings: Settings, encoder: TextEncoder):
+    """``async with make_harness(**options) as harness``: see :func:`running_bot`."""
+
+    def make(**options: object):
+        return running_bot(settings, encoder, **options)
+
+    return make

@@ -77,7 +77,7 @@ def test_ingest_reports_failures_with_file_and_line_and_keeps_the_rest(tmp_path:
     again = runner.invoke(app, ["ingest", str(EXAMPLE_FAQ), str(bad)])
     assert again.exit_code == 1
     assert f"{bad}:2:" in again.stderr
-    assert "added 0, updated 0, unchanged 13, failed 1 file(s)" in again.stdout
+    assert "added 0, updated 0, unchanged 13, retired 0, skipped 0, failed 1 file(s)" in again.stdout
 
 
 def test_ask_shows_the_decision_and_the_hits() -> None:

@@ -72,7 +72,9 @@ async def test_folders_are_walked_and_unknown_files_skipped(services: Services, 
     (tmp_path / "docs" / "notes.bin").write_bytes(b"\x00\x01")
     report = await ingest(services, tmp_path / "docs")
     assert report.added == 1
-    assert report.skipped == [str(tmp_path / "docs" / "notes.bin")]
+    assert [(s.path, s.reason) for s in report.skipped] == [
+        (str(tmp_path / "docs" / "notes.bin"), "unknown file type")
+    ]
 
 
 async def test_embeddings_cover_question_alternatives_and_answer(services: Services, tmp_path: Path) -> None:

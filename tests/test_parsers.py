@@ -43,7 +43,20 @@ def shared_file(*parts: str) -> Path:
 
 
 def test_supported_suffixes() -> None:
-    assert frozenset({".md", ".markdown", ".csv", ".tsv", ".jsonl"}) == SUPPORTED_SUFFIXES
+    expected = {
+        ".md",
+        ".markdown",
+        ".csv",
+        ".tsv",
+        ".jsonl",
+        ".json",
+        ".html",
+        ".htm",
+        ".txt",
+        ".docx",
+        ".pdf",
+    }
+    assert frozenset(expected) == SUPPORTED_SUFFIXES
 
 
 def test_parse_file_dispatches_on_lower_cased_suffix(tmp_path: Path) -> None:
@@ -52,7 +65,7 @@ def test_parse_file_dispatches_on_lower_cased_suffix(tmp_path: Path) -> None:
 
 
 def test_parse_file_rejects_unknown_suffix(tmp_path: Path) -> None:
-    path = write(tmp_path, "faq.txt", "Why? Because.")
+    path = write(tmp_path, "faq.rtf", "Why? Because.")
     with pytest.raises(UnsupportedFormatError) as caught:
         parse_file(path)
     assert caught.value.path == path

@@ -90,3 +90,7 @@ def test_a_single_huge_word_is_cut() -> None:
 def test_inline_does_not_treat_snake_case_as_italics() -> None:
     assert inline("set MAX_FILE_SIZE and some_name_here") == "set MAX_FILE_SIZE and some_name_here"
     assert inline("a __strong__ word") == "a <b>strong</b> word"
+
+
+def test_glob_patterns_are_not_italics() -> None:
+    assert inline("select *.* and *.txt files") == "select *.* and *.txt files"

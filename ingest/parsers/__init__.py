@@ -4,19 +4,26 @@
 
     .md .markdown  ->  ingest.parsers.markdown   a question per heading
     .csv .tsv      ->  ingest.parsers.tabular    a question per row
-    .jsonl         ->  ingest.parsers.jsonl      a question per line
+    .jsonl .json   ->  ingest.parsers.jsonl      a question per line / per object in a list
+    .html .htm     ->  ingest.parsers.html       headings, <dt>/<dd>, <details>, FAQPage JSON-LD
+    .txt           ->  ingest.parsers.plaintext  Q: / A: blocks
+    .docx          ->  ingest.parsers.docx       a question per heading, bold or "?" paragraph
+    .pdf           ->  ingest.parsers.pdf        a question per bold, larger or "?" line
 
 Every parser returns a list of :class:`~ingest.entry.Entry` in document order, or raises
 :class:`~ingest.errors.ParseError` for the whole file (the pipeline makes files transactional).
 Every parser builds its entries with :func:`make_entry`, so questions are whitespace-normalised
 and alternative questions deduplicated the same way whatever the format.
 
-The parser modules import the helpers below from this package, so this module imports them
-only when ``parse_file`` runs.
+The parser modules import the helpers below from this package, so this module imports a parser
+module only when ``parse_file`` first needs it (which also keeps python-docx, pypdf and
+BeautifulSoup out of programs that never read those formats).
 """
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,11 +35,33 @@ __all__ = ["SUPPORTED_SUFFIXES", "parse_file"]
 
 Parser = Callable[[Path], list[Entry]]
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".md", ".markdown", ".csv", ".tsv", ".jsonl"})
+# Suffix -> parser module; a module (and the libraries it needs) is imported on first use.
+_PARSER_MODULES: dict[str, str] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".csv": "tabular",
+    ".tsv": "tabular",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "plaintext",
+    ".docx": "docx",
+    ".pdf": "pdf",
+}
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_PARSER_MODULES)
 
 _WHITESPACE = re.compile(r"\s+")
 _ALTERNATIVE_SEPARATORS = re.compile(r"[|\r\n]+")
 _TAG_SEPARATORS = re.compile(r"[,|]")
+# UTF-32 first: its little-endian BOM starts with UTF-16's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 
 
 def parse_file(path: Path) -> list[Entry]:
@@ -44,16 +73,12 @@ def parse_file(path: Path) -> list[Entry]:
 
 
 def _parser_for(suffix: str) -> Parser | None:
-    from ingest.parsers import jsonl, markdown, tabular
-
-    parsers: dict[str, Parser] = {
-        ".md": markdown.parse,
-        ".markdown": markdown.parse,
-        ".csv": tabular.parse,
-        ".tsv": tabular.parse,
-        ".jsonl": jsonl.parse,
-    }
-    return parsers.get(suffix)
+    """The ``parse`` function of the module for ``suffix``, imported on first use."""
+    module = _PARSER_MODULES.get(suffix)
+    if module is None:
+        return None
+    parser: Parser = importlib.import_module(f"{__name__}.{module}").parse
+    return parser
 
 
 # --- helpers shared by the parser modules -------------------------------------------------------
@@ -73,6 +98,48 @@ def decode_utf8(data: bytes, path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise undecodable(path, data, exc, "UTF-8") from exc
+
+
+def decode_text(data: bytes, path: Path, *, declared: str | None = None) -> str:
+    """Decode a text document whose encoding is not fixed by its format.
+
+    In order: a byte-order mark (UTF-8, UTF-16, UTF-32) wins; then ``declared`` (e.g. an HTML
+    page's ``<meta charset>``) when it names a known codec and the bytes decode with it; then
+    strict UTF-8; then charset-normalizer's best guess. ``ParseError`` when none fits.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise undecodable(path, data, exc, encoding) from exc
+    for encoding in (_known_codec(declared), "utf-8"):
+        if encoding is not None:
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+    return _detect(data, path)
+
+
+def _known_codec(name: str | None) -> str | None:
+    """The codec's canonical name, or ``None`` for no name or a name Python does not know."""
+    if not name:
+        return None
+    try:
+        return codecs.lookup(name.strip()).name
+    except LookupError:
+        return None
+
+
+def _detect(data: bytes, path: Path) -> str:
+    """charset-normalizer's best guess at the encoding, imported only when needed."""
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise ParseError(path, None, "cannot tell the text encoding: not UTF-8, and detection failed")
+    return str(best)
 
 
 def undecodable(path: Path, data: bytes, exc: UnicodeDecodeError, encoding: str) -> ParseError:

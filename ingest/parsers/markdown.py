@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.entry import Entry
-from ingest.errors import ParseError
+from ingest.errors import NoEntriesError, ParseError
 from ingest.parsers import decode_utf8, make_entry, normalize_question, read_bytes, split_tags
 
 __all__ = ["parse"]
@@ -107,7 +107,7 @@ def parse(path: Path) -> list[Entry]:
     sections = _split_sections(scanned, path)
     entries = _build_entries(sections, references, front, path)
     if not entries:
-        raise ParseError(path, None, NO_QUESTIONS)
+        raise NoEntriesError(path, NO_QUESTIONS)
     return entries
 
 

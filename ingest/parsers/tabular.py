@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ingest.entry import Entry
-from ingest.errors import ParseError
+from ingest.errors import NoEntriesError, ParseError
 from ingest.parsers import make_entry, read_bytes, split_alternatives, split_tags, undecodable
 
 __all__ = ["parse"]
@@ -58,7 +58,7 @@ def parse(path: Path) -> list[Entry]:
     columns = _columns(header, path, header_line)
     entries = [_entry(row, columns, path, line) for line, row in records]
     if not entries:
-        raise ParseError(path, None, NO_QUESTIONS)
+        raise NoEntriesError(path, NO_QUESTIONS)
     return entries
 
 

@@ -1,0 +1,186 @@
+"""What agents see in the forum: topic names, the hand-over card, the transcript file.
+
+Pure functions from :mod:`kb.tickets` data to Telegram HTML (escaped) and plain text; the
+:mod:`bot.handover` desk sends them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+
+from bot.render import escape
+from bot.texts import Texts
+from kb.models import Author, TicketState
+from kb.tickets import Attempt, Card, EarlierTicket, Line, TicketView
+
+TOPIC_NAME_LIMIT = 128
+TOPIC_WORDS = 6
+CARD_LIMIT = 3900  # Telegram's limit is 4096 characters; HTML tags count only in our estimate
+INLINE_LINES = 8
+LINE_CHARS = 160
+PREVIEW_CHARS = 220
+
+
+def topic_name(ticket: TicketView) -> str:
+    """``#<ticket> <customer name> — <first words of the question>``, within Telegram's 128."""
+    name = f"#{ticket.id} {ticket.customer_name}"
+    words = (ticket.question or "").split()
+    if words:
+        head = " ".join(words[:TOPIC_WORDS]) + ("…" if len(words) > TOPIC_WORDS else "")
+        name = f"{name} — {head}"
+    return name if len(name) <= TOPIC_NAME_LIMIT else name[: TOPIC_NAME_LIMIT - 1].rstrip() + "…"
+
+
+def clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _when(at: datetime, zone: tzinfo) -> str:
+    local = at.astimezone(zone)
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "")
+
+
+def state_label(ticket: TicketView, texts: Texts) -> str:
+    if ticket.state is TicketState.ASSIGNED:
+        return texts.state_assigned.format(agent=escape(ticket.agent_name or "?"))
+    return {
+        TicketState.WAITING: texts.state_waiting,
+        TicketState.RESOLVED: texts.state_resolved,
+        TicketState.BOT: texts.state_bot,
+    }[ticket.state]
+
+
+def _earlier(tickets: list[EarlierTicket], texts: Texts) -> str:
+    if not tickets:
+        return texts.card_earlier_none
+    shown = []
+    for t in tickets:
+        outcome = t.outcome or t.state.value
+        rating = f" ⭐{t.csat}" if t.csat is not None else ""
+        shown.append(f"#{t.id} {t.opened_at:%Y-%m-%d} {escape(outcome)}{rating}")
+    return " · ".join(shown)
+
+
+def _score(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "–"
+
+
+def _helpful(value: bool | None, texts: Texts) -> str:
+    return {True: texts.helpful_yes, False: texts.helpful_no, None: texts.helpful_none}[value]
+
+
+def attempt_line(attempt: Attempt, texts: Texts) -> str:
+    if attempt.decision in ("answer", "picked"):
+        what = texts.attempt_answer.format(
+            title=escape(attempt.title or "?"),
+            version=attempt.version or "?",
+            score=_score(attempt.score),
+            helpful=_helpful(attempt.helpful, texts),
+        )
+    elif attempt.decision == "suggest":
+        what = texts.attempt_suggest.format(score=_score(attempt.score))
+    else:
+        what = texts.attempt_escalate.format(score=_score(attempt.score))
+    question = f"“{escape(clip(attempt.question, 80))}”: " if attempt.question else ""
+    return f"• {question}{what}"
+
+
+def _who(line: Line, customer: str, texts: Texts) -> str:
+    if line.author is Author.CUSTOMER:
+        return customer
+    if line.author is Author.BOT:
+        return texts.who_bot
+    return texts.who_note if line.decision in ("note", "undelivered") else texts.who_agent
+
+
+def line_text(line: Line) -> str:
+    """What the message was, in words (full length)."""
+    if line.author is Author.BOT and line.decision in ("answer", "picked") and line.title:
+        return f"[answer: “{line.title}” v{line.version}] {line.text or ''}".strip()
+    if line.author is Author.BOT and line.decision == "suggest":
+        return "[did you mean…]"
+    if line.author is Author.BOT and line.decision == "escalate":
+        return "[no answer]"
+    if line.content_type not in ("text", "command"):
+        return f"[{line.content_type}] {line.text or ''}".strip()
+    return line.text or ""
+
+
+def _inline(line: Line, customer: str, texts: Texts, zone: tzinfo) -> str:
+    text = line_text(line)
+    if line.author is Author.BOT and line.decision in ("answer", "picked") and line.title:
+        text = f"[answer: “{line.title}” v{line.version}]"
+    at = line.at.astimezone(zone).strftime("%H:%M")
+    return f"{at} <b>{escape(_who(line, customer, texts))}:</b> {escape(clip(text, LINE_CHARS))}"
+
+
+def card_html(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> tuple[str, bool]:
+    """The card as HTML, and whether the conversation needs the attached transcript."""
+    ticket = card.ticket
+    customer = ticket.customer_name
+    head = [
+        texts.card_title.format(ticket=ticket.id, state=state_label(ticket, texts)),
+        texts.card_customer.format(
+            name=escape(customer),
+            username=escape(f"@{card.username}") if card.username else "no username",
+            id=ticket.customer_telegram_id,
+            language=escape(ticket.language or "unknown"),
+        ),
+        texts.card_first_seen.format(when=_when(card.first_seen, zone)),
+        texts.card_earlier.format(tickets=_earlier(card.earlier, texts)),
+        texts.card_reason.format(reason=escape(texts.reasons.get(ticket.reason, ticket.reason))),
+    ]
+    if ticket.question:
+        head.append(texts.card_question.format(question=escape(clip(ticket.question, 300))))
+    tried = [texts.card_tried]
+    tried += [attempt_line(a, texts) for a in card.attempts[-6:]] or [f"• {texts.card_tried_none}"]
+    owner = (
+        texts.card_owner.format(agent=escape(ticket.agent_name))
+        if ticket.agent_name
+        else texts.card_owner_none
+    )
+    tail = [owner]
+    if card.csat is not None:
+        tail.append(texts.card_csat.format(score=card.csat))
+    lines = [line for line in card.lines if line.decision not in ("note", "undelivered")]
+    shown = min(len(lines), INLINE_LINES)
+    while True:
+        rendered = [_inline(line, customer, texts, zone) for line in lines[len(lines) - shown :]]
+        clipped = any(len(line_text(line)) > LINE_CHARS for line in lines[len(lines) - shown :])
+        whole = shown == len(lines) and not clipped
+        title = (
+            texts.card_conversation.format(count=len(lines))
+            if shown == len(lines)
+            else texts.card_conversation_part.format(shown=shown, count=len(lines))
+        )
+        if not whole:
+            title += f"; {texts.card_conversation_file}"
+        parts = ["\n".join(head), "\n".join(tried), "\n".join([title, *rendered]), "\n".join(tail)]
+        html = "\n\n".join(parts)
+        if len(html) <= CARD_LIMIT or shown == 0:
+            return html, not whole
+        shown -= 1
+
+
+def transcript_text(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> str:
+    """The whole conversation as plain text, for the attached file."""
+    ticket = card.ticket
+    out = [
+        f"Ticket #{ticket.id} - {ticket.customer_name}"
+        + (f" (@{card.username})" if card.username else "")
+        + f", Telegram id {ticket.customer_telegram_id}",
+        f"Opened {_when(ticket.opened_at, zone)}; reason: {texts.reasons.get(ticket.reason, ticket.reason)}",
+        "",
+    ]
+    for line in card.lines:
+        who = _who(line, ticket.customer_name, texts)
+        extra = ""
+        if line.author is Author.BOT and line.decision in ("answer", "picked", "suggest", "escalate"):
+            extra = f" ({line.decision}, score {_score(line.score)}"
+            if line.helpful is not None:
+                extra += ", helped" if line.helpful else ", didn't help"
+            extra += ")"
+        body = line_text(line).replace("\n", "\n    ")
+        out.append(f"{_when(line.at, zone)}  {who}{extra}: {body}")
+    return "\n".join(out) + "\n"
