@@ -23,12 +23,13 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, BotCommandScopeChat, ErrorEvent, TelegramObject, User
 
 from bot.config import Settings
+from bot.editing import EditorDesk
 from bot.errors import ConfigError
 from bot.handover import Desk
 from bot.middlewares import DbSessionMiddleware
 from bot.pacing import PacedSender, Pacing
-from bot.routers import agents, customer
-from bot.runtime import Services, open_services
+from bot.routers import agents, customer, editors
+from bot.runtime import Services, ingest_options, open_services
 from bot.sequencing import ChatSequencer
 from bot.texts import EN, texts_for
 from kb.conversations import Helpdesk
@@ -81,6 +82,9 @@ def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dis
     dp.update.outer_middleware(ChatSequencer())
     dp.update.outer_middleware(DbSessionMiddleware(services.sessions))
     dp.update.outer_middleware(TextsMiddleware())
+    if settings.telegram.editors:  # editors' documents go before the customers' router
+        dp["editor_desk"] = EditorDesk(services, ingest_options(settings), settings.ingest.uploads_dir)
+        dp.include_router(editors.build_router(frozenset(settings.telegram.editors)))
     dp.include_router(customer.build_router())
     if escalation:
         dp.include_router(agents.build_router(settings.telegram.agents_chat_id))

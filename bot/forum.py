@@ -58,7 +58,7 @@ def _earlier(tickets: list[EarlierTicket], texts: Texts) -> str:
     for t in tickets:
         outcome = t.outcome or t.state.value
         rating = f" ⭐{t.csat}" if t.csat is not None else ""
-        shown.append(f"#{t.id} {t.opened_at:%Y-%m-%d} {escape(outcome)}{rating}")
+        shown.append(f"#{t.id} {t.opened_at:%Y-%m-%d} {escape(texts.outcomes.get(outcome, outcome))}{rating}")
     return " · ".join(shown)
 
 
@@ -71,7 +71,14 @@ def _helpful(value: bool | None, texts: Texts) -> str:
 
 
 def attempt_line(attempt: Attempt, texts: Texts) -> str:
-    if attempt.decision in ("answer", "picked"):
+    if attempt.decision == "picked":
+        what = texts.attempt_picked.format(
+            title=escape(attempt.title or "?"),
+            version=attempt.version or "?",
+            score=_score(attempt.score),
+            helpful=_helpful(attempt.helpful, texts),
+        )
+    elif attempt.decision == "answer":
         what = texts.attempt_answer.format(
             title=escape(attempt.title or "?"),
             version=attempt.version or "?",
@@ -94,23 +101,22 @@ def _who(line: Line, customer: str, texts: Texts) -> str:
     return texts.who_note if line.decision in ("note", "undelivered") else texts.who_agent
 
 
-def line_text(line: Line) -> str:
-    """What the message was, in words (full length)."""
+def line_text(line: Line, texts: Texts, *, whole: bool = True) -> str:
+    """What the message was, in words (the bot's answers in full when ``whole``)."""
     if line.author is Author.BOT and line.decision in ("answer", "picked") and line.title:
-        return f"[answer: “{line.title}” v{line.version}] {line.text or ''}".strip()
+        head = texts.line_answer.format(title=line.title, version=line.version)
+        return f"{head} {line.text or ''}".strip() if whole else head
     if line.author is Author.BOT and line.decision == "suggest":
-        return "[did you mean…]"
+        return texts.line_suggest
     if line.author is Author.BOT and line.decision == "escalate":
-        return "[no answer]"
+        return texts.line_no_answer
     if line.content_type not in ("text", "command"):
-        return f"[{line.content_type}] {line.text or ''}".strip()
+        return f"{texts.line_content.format(kind=line.content_type)} {line.text or ''}".strip()
     return line.text or ""
 
 
 def _inline(line: Line, customer: str, texts: Texts, zone: tzinfo) -> str:
-    text = line_text(line)
-    if line.author is Author.BOT and line.decision in ("answer", "picked") and line.title:
-        text = f"[answer: “{line.title}” v{line.version}]"
+    text = line_text(line, texts, whole=False)
     at = line.at.astimezone(zone).strftime("%H:%M")
     return f"{at} <b>{escape(_who(line, customer, texts))}:</b> {escape(clip(text, LINE_CHARS))}"
 
@@ -123,9 +129,9 @@ def card_html(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> tuple[str, boo
         texts.card_title.format(ticket=ticket.id, state=state_label(ticket, texts)),
         texts.card_customer.format(
             name=escape(customer),
-            username=escape(f"@{card.username}") if card.username else "no username",
+            username=escape(f"@{card.username}") if card.username else texts.card_no_username,
             id=ticket.customer_telegram_id,
-            language=escape(ticket.language or "unknown"),
+            language=escape(ticket.language or texts.card_no_language),
         ),
         texts.card_first_seen.format(when=_when(card.first_seen, zone)),
         texts.card_earlier.format(tickets=_earlier(card.earlier, texts)),
@@ -147,7 +153,7 @@ def card_html(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> tuple[str, boo
     shown = min(len(lines), INLINE_LINES)
     while True:
         rendered = [_inline(line, customer, texts, zone) for line in lines[len(lines) - shown :]]
-        clipped = any(len(line_text(line)) > LINE_CHARS for line in lines[len(lines) - shown :])
+        clipped = any(len(line_text(line, texts)) > LINE_CHARS for line in lines[len(lines) - shown :])
         whole = shown == len(lines) and not clipped
         title = (
             texts.card_conversation.format(count=len(lines))
@@ -166,21 +172,23 @@ def card_html(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> tuple[str, boo
 def transcript_text(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> str:
     """The whole conversation as plain text, for the attached file."""
     ticket = card.ticket
-    out = [
-        f"Ticket #{ticket.id} - {ticket.customer_name}"
-        + (f" (@{card.username})" if card.username else "")
-        + f", Telegram id {ticket.customer_telegram_id}",
-        f"Opened {_when(ticket.opened_at, zone)}; reason: {texts.reasons.get(ticket.reason, ticket.reason)}",
-        "",
-    ]
+    head = texts.transcript_head.format(
+        ticket=ticket.id,
+        name=ticket.customer_name,
+        username=f" (@{card.username})" if card.username else "",
+        id=ticket.customer_telegram_id,
+        when=_when(ticket.opened_at, zone),
+        reason=texts.reasons.get(ticket.reason, ticket.reason),
+    )
+    out = [head, ""]
     for line in card.lines:
         who = _who(line, ticket.customer_name, texts)
         extra = ""
         if line.author is Author.BOT and line.decision in ("answer", "picked", "suggest", "escalate"):
-            extra = f" ({line.decision}, score {_score(line.score)}"
-            if line.helpful is not None:
-                extra += ", helped" if line.helpful else ", didn't help"
-            extra += ")"
-        body = line_text(line).replace("\n", "\n    ")
+            feedback = {True: texts.transcript_helped, False: texts.transcript_not_helped, None: ""}
+            extra = texts.transcript_turn.format(
+                decision=line.decision, score=_score(line.score), feedback=feedback[line.helpful]
+            )
+        body = line_text(line, texts).replace("\n", "\n    ")
         out.append(f"{_when(line.at, zone)}  {who}{extra}: {body}")
     return "\n".join(out) + "\n"

@@ -169,6 +169,7 @@ class Desk:
         self.texts = EN  # the forum's language
         self.problem: str | None = None  # why the forum cannot be used, if it cannot
         self._problem_at = 0.0
+        self.forum_retry = FORUM_RETRY
         self._bot: Bot | None = None
         self._members: dict[int, tuple[bool, float]] = {}
         self._hinted: dict[tuple[int, int | None], float] = {}
@@ -231,7 +232,7 @@ class Desk:
     def _forum_usable(self) -> bool:
         if not self.enabled:
             return False
-        return self.problem is None or time.monotonic() - self._problem_at >= FORUM_RETRY
+        return self.problem is None or time.monotonic() - self._problem_at >= self.forum_retry
 
     async def stop(self) -> None:
         """Send what is queued (for a few seconds), finish the follow-ups."""
@@ -327,7 +328,7 @@ class Desk:
         try:
             result = await future
         except TelegramBadRequest as exc:
-            deleted = "not found" in exc.message
+            deleted = "message to copy not found" in exc.message
             log.warning("ticket #%s: a customer message was not copied: %s", ticket_id, exc.message)
             notice = (
                 self.texts.customer_deleted
@@ -740,7 +741,9 @@ class Desk:
                 return ticket.topic_id
             if not self._forum_usable():
                 return None
-            return await self._open_topic(ticket, direct=False, full=False)
+            # Created late (the forum was down): the card carries what the customer said since.
+            late = await self._has_messages(ticket.id)
+            return await self._open_topic(ticket, direct=False, full=late)
 
     async def _open_topic(self, ticket: TicketView, *, direct: bool, full: bool) -> int | None:
         """Create the topic, post and pin the card, attach the transcript when it is long.
@@ -906,6 +909,10 @@ class Desk:
         return self.sender.submit(
             self.chat_id, method, merge_key=("ticket", ticket_id), merge_html=merge_html
         )
+
+    async def _has_messages(self, ticket_id: int) -> bool:
+        async with self.sessions() as session:
+            return await self.tickets.customer_messages(session, ticket_id=ticket_id) > 0
 
     async def _counterpart(
         self, session: AsyncSession, ticket_id: int, message_id: int | None, *, in_topic: bool

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from ingest.pipeline import MB, IngestOptions
 from kb import db
 from kb.decision import Thresholds
-from kb.encoder import SentenceEncoder, TextEncoder
+from kb.encoder import TextEncoder, make_kb_encoder
 from kb.search import KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ async def open_services(
     engine = db.create_engine(settings.database.url, echo=settings.database.echo)
     try:
         sessions = db.session_factory(engine)
-        encoder = encoder or SentenceEncoder(settings.kb.model)
+        encoder = encoder or make_kb_encoder(
+            settings.kb.model, settings.kb.multilingual_model, languages=settings.kb.model_languages
+        )
         knowledge = KnowledgeBase(
             encoder,
             settings.kb.index_dir,
@@ -55,3 +58,17 @@ async def open_services(
         yield services
     finally:
         await engine.dispose()
+
+
+def ingest_options(
+    settings: Settings, *, keep_missing: bool = False, author: str = "ingest"
+) -> IngestOptions:
+    """The pipeline's options from the configuration (the CLI and editors in Telegram share them)."""
+    return IngestOptions(
+        default_language=settings.kb.default_language,
+        author=author,
+        keep_missing=keep_missing,
+        max_file_bytes=int(settings.ingest.max_file_mb * MB),
+        near_duplicate_threshold=settings.ingest.near_duplicate_threshold,
+        detect_languages=settings.ingest.detect_languages,
+    )

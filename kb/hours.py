@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -117,7 +117,3 @@ def parse_business_hours(text: str) -> BusinessHours | None:
             raise ValueError(f"in {part!r} the closing time must be after the opening time")
         openings.append(Opening(_days(match["days"].replace(" ", ""), key=part), start, end))
     return BusinessHours(tuple(openings), zone, spec)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

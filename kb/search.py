@@ -6,6 +6,11 @@ question, alternatives and answer chunks (dense), and BM25 over the same text sq
 (lexical, for rare exact words); see :meth:`KnowledgeBase.rank`. ``sync`` brings the in-memory index
 to the database's KB revision: from the on-disk cache when that is current, else from the
 ``embeddings`` rows (encoding what the configured model has not embedded yet), then saved.
+
+With a :class:`~kb.encoder.RoutedEncoder` there is one vector index per model (the primary's in
+``index_dir``, the multilingual one's in ``index_dir/multilingual``, each stamped with its model),
+and each query is searched in the index of the model its language is routed to; when its language
+cannot be told, in both, keeping the better (calibrated) score per article.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kb import store
-from kb.encoder import TextEncoder
+from kb.encoder import TextEncoder, members, score_scale
 from kb.errors import IndexMissingError
 from kb.index import Row, VectorIndex, read_meta
 from kb.language import detect_language
 from kb.lexical import LexicalIndex
-from kb.models import Article, ArticleVersion
+from kb.models import Article, ArticleVersion, EmbeddingKind
 from kb.texts import embedding_items
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,7 @@ class _Version:
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    index: VectorIndex
+    indexes: tuple[VectorIndex, ...]  # one per model, as ``members(encoder)``
     versions: dict[int, _Version]
     by_article: dict[int, dict[str, _Version]]
     lexical: LexicalIndex
@@ -87,11 +92,13 @@ class KnowledgeBase:
         lexical_weight: float = LEXICAL_WEIGHT,
     ) -> None:
         self.encoder = encoder
+        self.models = members(encoder)
         self.index_dir = Path(index_dir)
         self.default_language = default_language
         self.lexical_weight = lexical_weight
+        self._route = getattr(encoder, "route", None)
         self._snapshot = _Snapshot(
-            VectorIndex(model_id=encoder.model_id, dim=encoder.dim),
+            tuple(VectorIndex(model_id=m.model_id, dim=m.dim) for m, _ in self.models),
             {},
             {},
             LexicalIndex([]),
@@ -101,7 +108,7 @@ class KnowledgeBase:
 
     @property
     def revision(self) -> int:
-        return self._snapshot.index.revision
+        return self._snapshot.indexes[0].revision
 
     @property
     def size(self) -> int:
@@ -117,52 +124,68 @@ class KnowledgeBase:
                 if not force and revision == self.revision and self._snapshot.versions:
                     return False
                 live = await store.live_versions(session)
-                index = None if force else self._load_cached(revision)
-                if index is None:
-                    index = await self._build(session, live, revision)
-                    await session.commit()
-                    await asyncio.to_thread(index.save, self.index_dir)
-            self._install(index, live)
+                indexes = []
+                for position, (model, with_answers) in enumerate(self.models):
+                    path = self.index_path(position)
+                    index = None if force else self._load_cached(model, path, revision)
+                    if index is None:
+                        index = await self._build(session, model, with_answers, live, revision)
+                        await session.commit()
+                        await asyncio.to_thread(index.save, path)
+                    indexes.append(index)
+            self._install(tuple(indexes), live)
             log.info("knowledge base at revision %d: %d articles", revision, self.size)
             return True
 
-    def _load_cached(self, revision: int) -> VectorIndex | None:
-        meta = read_meta(self.index_dir)
+    def index_path(self, position: int) -> Path:
+        """Where the index of the ``position``-th model lives (the primary's: ``index_dir``)."""
+        return self.index_dir if position == 0 else self.index_dir / "multilingual"
+
+    @staticmethod
+    def _load_cached(model: TextEncoder, path: Path, revision: int) -> VectorIndex | None:
+        meta = read_meta(path)
         if meta is None or meta.revision != revision:
             return None
         try:
             # A model or dimension mismatch raises IndexMismatchError: the caller must rebuild.
-            return VectorIndex.load(self.index_dir, model_id=self.encoder.model_id, dim=self.encoder.dim)
+            return VectorIndex.load(path, model_id=model.model_id, dim=model.dim)
         except IndexMissingError:
             return None
 
+    @staticmethod
     async def _build(
-        self, session: AsyncSession, live: list[tuple[ArticleVersion, Article]], revision: int
+        session: AsyncSession,
+        model: TextEncoder,
+        with_answers: bool,
+        live: list[tuple[ArticleVersion, Article]],
+        revision: int,
     ) -> VectorIndex:
         version_ids = [v.id for v, _ in live]
-        rows = await store.embeddings_of(session, model_id=self.encoder.model_id, version_ids=version_ids)
+        rows = await store.embeddings_of(session, model_id=model.model_id, version_ids=version_ids)
+        if not with_answers:
+            rows = [r for r in rows if r.kind is not EmbeddingKind.ANSWER]
         embedded = {r.version_id for r in rows}
         missing = [(v, a) for v, a in live if v.id not in embedded]
         if missing:
-            log.info("embedding %d versions for model %s", len(missing), self.encoder.model_id)
-            rows.extend(await embed_versions(session, self.encoder, [v for v, _ in missing]))
+            log.info("embedding %d versions for model %s", len(missing), model.model_id)
+            rows.extend(await embed_versions(session, model, [v for v, _ in missing], answers=with_answers))
         by_id = {v.id: (v, a) for v, a in live}
         vectors = np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32).reshape(
-            len(rows), self.encoder.dim
+            len(rows), model.dim
         )
         index_rows = [
             Row(r.id, r.version_id, by_id[r.version_id][1].id, by_id[r.version_id][0].language, r.kind.value)
             for r in rows
         ]
         return VectorIndex.build(
-            model_id=self.encoder.model_id,
-            dim=self.encoder.dim,
+            model_id=model.model_id,
+            dim=model.dim,
             vectors=vectors,
             rows=index_rows,
             revision=revision,
         )
 
-    def _install(self, index: VectorIndex, live: list[tuple[ArticleVersion, Article]]) -> None:
+    def _install(self, indexes: tuple[VectorIndex, ...], live: list[tuple[ArticleVersion, Article]]) -> None:
         versions = {v.id: _Version(v.id, a.id, a.key, v.number, v.question, v.language) for v, a in live}
         by_article: dict[int, dict[str, _Version]] = {}
         for v in versions.values():
@@ -170,27 +193,53 @@ class KnowledgeBase:
         lexical = LexicalIndex([" ".join([v.question, *v.alt_questions, v.answer]) for v, _ in live])
         owners = np.fromiter((a.id for _, a in live), dtype=np.int64, count=len(live))
         # One assignment: a search running meanwhile sees either the old snapshot or the new one.
-        self._snapshot = _Snapshot(index, versions, by_article, lexical, owners)
+        self._snapshot = _Snapshot(indexes, versions, by_article, lexical, owners)
 
     # -- searching ----------------------------------------------------------------------------
 
     async def search(self, text: str, *, k: int = 5, language: str | None = None) -> list[Hit]:
         """Hits for a customer's message; translations are picked in the language the message
         is written in when that is clear, else in ``language`` (Telegram's), else the default."""
-        vectors = await asyncio.to_thread(self.encoder.encode, [text])
-        preferred = detect_language(text) or language
-        return self.rank([text], vectors, k=k, language=preferred)[0]
+        return (await asyncio.to_thread(self.search_sync, [text], k=k, language=language))[0]
 
     def search_sync(
         self, texts: Sequence[str], *, k: int = 5, language: str | None = None
     ) -> list[list[Hit]]:
-        return self.rank(texts, self.encoder.encode(texts), k=k, language=language)
+        """Like :meth:`search` for many texts at once (encoded in one batch per model)."""
+        detected = [detect_language(t) for t in texts]
+        routes = [self._route(d) if self._route else (True,) for d in detected]
+        vectors = []
+        for position, (model, _) in enumerate(self.models):
+            wanted = [i for i, route in enumerate(routes) if route[position]]
+            encoded = model.encode([texts[i] for i in wanted], kind="query") if wanted else None
+            vectors.append((wanted, encoded))
+        preferred = [d or language for d in detected]
+        return self.rank(texts, vectors, k=k, languages=preferred)
+
+    def _dense(self, texts: Sequence[str], vectors: list) -> list[dict[int, tuple[float, str]]]:
+        """Per query: article id -> (best calibrated cosine over the searched models, kind)."""
+        snap = self._snapshot
+        dense: list[dict[int, tuple[float, str]]] = [{} for _ in texts]
+        for (model, _), index, (wanted, encoded) in zip(self.models, snap.indexes, vectors, strict=True):
+            if encoded is None or not len(wanted):
+                continue
+            a, b = score_scale(model)
+            for qi, candidates in zip(wanted, index.search_batch(encoded, CANDIDATES), strict=True):
+                best = dense[qi]
+                for row, cosine in candidates:
+                    score = cosine if (a, b) == (1.0, 0.0) else min(max(a * cosine + b, 0.0), 1.0)
+                    if row.version_id in snap.versions and (
+                        row.article_id not in best or score > best[row.article_id][0]
+                    ):
+                        best[row.article_id] = (score, row.kind)
+        return dense
 
     def rank(
-        self, texts: Sequence[str], vectors: np.ndarray, *, k: int, language: str | None = None
+        self, texts: Sequence[str], vectors: list, *, k: int, languages: Sequence[str | None] | None = None
     ) -> list[list[Hit]]:
         """Fuse both channels per article, best first.
 
+        ``vectors``: per model (as :attr:`models`), ``(query positions, their query vectors)``.
         ``dense + w * lexical * (1 - dense)``: word overlap lifts a score towards 1 but never
         lowers it, so the cosine scale the thresholds were chosen on stays put for queries that
         share no rare words with the KB (most short, colloquial ones).
@@ -199,13 +248,8 @@ class KnowledgeBase:
         weight = self.lexical_weight
         lexical_scores = snap.lexical.scores(texts) if weight > 0 and len(snap.lexical) else None
         results = []
-        for qi, candidates in enumerate(snap.index.search_batch(vectors, CANDIDATES)):
-            dense: dict[int, tuple[float, str]] = {}
-            for row, score in candidates:
-                if row.version_id in snap.versions and (
-                    row.article_id not in dense or score > dense[row.article_id][0]
-                ):
-                    dense[row.article_id] = (score, row.kind)
+        for qi, dense in enumerate(self._dense(texts, vectors)):
+            language = languages[qi] if languages else None
             lexical: dict[int, float] = {}
             if lexical_scores is not None:
                 for doc in np.argsort(-lexical_scores[qi])[:LEXICAL_CANDIDATES]:
@@ -236,11 +280,12 @@ class KnowledgeBase:
 
 
 async def embed_versions(
-    session: AsyncSession, encoder: TextEncoder, versions: Sequence[ArticleVersion]
+    session: AsyncSession, encoder: TextEncoder, versions: Sequence[ArticleVersion], *, answers: bool = True
 ) -> list:
     """Encode and store the embedding rows of ``versions`` for ``encoder``'s model (no commit)."""
     plans = [
-        embedding_items(question=v.question, alt_questions=v.alt_questions, answer=v.answer) for v in versions
+        embedding_items(question=v.question, alt_questions=v.alt_questions, answer=v.answer, answers=answers)
+        for v in versions
     ]
     texts = [text for plan in plans for _, _, text in plan]
     vectors = await asyncio.to_thread(encoder.encode, texts)

@@ -37,9 +37,11 @@ def answer_chunks(answer: str, *, max_words: int = CHUNK_WORDS) -> list[str]:
 
 
 def embedding_items(
-    *, question: str, alt_questions: Sequence[str], answer: str
+    *, question: str, alt_questions: Sequence[str], answer: str, answers: bool = True
 ) -> list[tuple[EmbeddingKind, int, str]]:
+    """What to embed, in order; ``answers=False`` leaves the answer chunks out."""
     items = [(EmbeddingKind.QUESTION, 0, question)]
     items += [(EmbeddingKind.ALTERNATIVE, i, alt) for i, alt in enumerate(alt_questions)]
-    items += [(EmbeddingKind.ANSWER, i, chunk) for i, chunk in enumerate(answer_chunks(answer))]
+    if answers:
+        items += [(EmbeddingKind.ANSWER, i, chunk) for i, chunk in enumerate(answer_chunks(answer))]
     return items

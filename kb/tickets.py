@@ -8,6 +8,9 @@ closes the conversation, so the bot starts afresh. ``/reopen`` brings a resolved
 :class:`Tickets` is the service: it owns its transactions and returns plain data (:class:`TicketView`,
 :class:`Card`...). The keyword-only functions at the bottom are the data access; they take the
 session and never commit. Nothing here talks to Telegram.
+
+Errors: :class:`TicketNotFound` (a :class:`kb.errors.KbError` and a ``LookupError``) when a
+ticket id names no ticket where one must exist.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb.conversations import Person, conversation_for, message_row, touch_customer
+from kb.errors import KbError
 from kb.models import (
     ArticleVersion,
     Author,
@@ -39,6 +43,12 @@ from kb.models import (
 OPEN_STATES = (TicketState.WAITING, TicketState.ASSIGNED)
 EARLIER_TICKETS = 5
 BOT_TURNS = ("answer", "picked", "suggest", "escalate")
+
+
+class TicketNotFound(KbError, LookupError):
+    def __init__(self, ticket_id: int) -> None:
+        self.ticket_id = ticket_id
+        super().__init__(f"no ticket {ticket_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +360,7 @@ class Tickets:
         async with session.begin():
             ticket = await session.get(Ticket, ticket_id)
             if ticket is None:
-                raise LookupError(f"no ticket {ticket_id}")
+                raise TicketNotFound(ticket_id)
             customer = await session.get(Customer, ticket.customer_id)
             assert customer is not None
             earlier = await earlier_tickets(session, customer_id=customer.id, before=ticket.id)
@@ -425,7 +435,7 @@ class Tickets:
         async with session.begin():
             ticket = await session.get(Ticket, ticket_id)
             if ticket is None:
-                raise LookupError(f"no ticket {ticket_id}")
+                raise TicketNotFound(ticket_id)
             customer = await session.get(Customer, ticket.customer_id)
             assert customer is not None
             conversation = await conversation_for(session, customer, ticket.chat_id or customer.telegram_id)
@@ -506,6 +516,16 @@ class Tickets:
                     ticket_id=ticket.id,
                 )
             )
+
+    async def customer_messages(self, session: AsyncSession, *, ticket_id: int) -> int:
+        """How many messages the customer sent since the ticket opened."""
+        async with session.begin():
+            count = await session.scalar(
+                select(func.count(Message.id)).where(
+                    Message.ticket_id == ticket_id, Message.author == Author.CUSTOMER
+                )
+            )
+            return int(count or 0)
 
     async def question_of(self, session: AsyncSession, *, ticket_id: int) -> str | None:
         """The customer's last question: their last text in the ticket, else the escalated one."""
@@ -650,6 +670,23 @@ def attempts_of(lines: list[Line]) -> list[Attempt]:
     for line in lines:
         if line.author is Author.CUSTOMER and line.content_type == "text":
             question = line.text
+        elif (
+            line.author is Author.BOT
+            and line.decision == "picked"
+            and attempts
+            and (attempts[-1].decision == "suggest")
+        ):
+            offered = attempts.pop()  # the customer picked one of the suggestions: one turn
+            attempts.append(
+                Attempt(
+                    question=offered.question,
+                    decision="picked",
+                    title=line.title,
+                    version=line.version,
+                    score=offered.score,
+                    helpful=line.helpful,
+                )
+            )
         elif line.author is Author.BOT and line.decision in BOT_TURNS:
             attempts.append(
                 Attempt(

@@ -36,7 +36,7 @@ class StubEncoder:
     model_id = "stub-hashing-64"
     dim = 64
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, kind: str = "passage") -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in re.findall(r"\w+", text.lower()):
@@ -96,7 +96,7 @@ def _people():
     from bot.sandbox import Chat, User
 
     return Chat.forum(AGENTS_CHAT_ID, "Helpdesk agents"), User(
-        900, "Alice", "Smith", username="alice_agent", language_code="en"
+        7001, "Alice", "Smith", username="alice_agent", language_code="en"
     )
 
 

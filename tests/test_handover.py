@@ -302,6 +302,29 @@ async def test_text_and_photos_are_relayed_both_ways(harness: BotHarness) -> Non
     assert await eventually(lambda: _has_text(harness, topic, "answered first and now has this ticket"))
 
 
+async def test_every_kind_of_customer_message_reaches_the_topic(harness: BotHarness) -> None:
+    ticket, topic = await escalate(harness)
+    seen = topic_count(harness, topic)
+    sandbox = harness.sandbox
+    sandbox.send_document(chat=ANN.id, user=ANN, file_name="invoice.pdf", content=b"%PDF-1.4 invoice")
+    sandbox.send_voice(chat=ANN.id, user=ANN, duration=4)
+    sandbox.send_sticker(chat=ANN.id, user=ANN, emoji="😿")
+    sandbox.send_location(chat=ANN.id, user=ANN, latitude=50.08, longitude=14.42)
+    await next_in_topic(harness, topic, after=seen + 3)
+    copies = harness.in_topic(topic)[seen:]
+    assert [m.content_type for m in copies] == ["document", "voice", "sticker", "location"]
+    assert (copies[0].document_name, copies[0].document_bytes) == ("invoice.pdf", b"%PDF-1.4 invoice")
+    assert copies[3].raw["location"] == {"latitude": 50.08, "longitude": 14.42}
+
+    async def relayed() -> list[str]:
+        found = await rows(
+            harness, Message, Message.ticket_id == ticket.id, Message.relay_message_id.is_not(None)
+        )
+        return [m.content_type for m in found] if len(found) == 4 else []
+
+    assert await eventually(relayed) == ["document", "voice", "sticker", "location"]
+
+
 async def test_notes_stay_in_the_topic(harness: BotHarness) -> None:
     ticket, topic = await escalate(harness)
     before = len(harness.sandbox.messages_to(ANN.id))
@@ -321,7 +344,7 @@ async def test_notes_stay_in_the_topic(harness: BotHarness) -> None:
 
 
 async def test_claim_assigns_the_ticket_and_the_topic_shows_who_has_it(make_harness) -> None:
-    async with make_harness(agents=[900, BRUNO.id]) as harness:
+    async with make_harness(agents=[7001, BRUNO.id]) as harness:
         ticket, topic = await escalate(harness)
         card = harness.in_topic(topic)[0]
         harness.sandbox.press_button(
@@ -335,7 +358,7 @@ async def test_claim_assigns_the_ticket_and_the_topic_shows_who_has_it(make_harn
         assert await eventually(lambda: _card_says(harness, topic, "Assigned to: Alice Smith (@alice_agent)"))
         assert "· with Alice Smith (@alice_agent)" in harness.in_topic(topic)[0].plain_text
         claimed = await ticket_row(harness, ticket.id)
-        assert (claimed.state, claimed.agent_id) == (TicketState.ASSIGNED, 900)
+        assert (claimed.state, claimed.agent_id) == (TicketState.ASSIGNED, harness.agent.id)
 
         harness.sandbox.press_button(
             chat=harness.forum, user=BRUNO, message_id=card.message_id, button_text="🙋 Claim"
@@ -443,13 +466,14 @@ async def test_thirty_messages_in_ten_seconds_reach_the_topic_in_order_without_4
         failed = [c for c in into_group if not c.ok]
         assert [c.error_code for c in failed] == [429, 429]
         sent = [c.time for c in into_group if c.ok]
-        print([(round(c.time - started, 2), c.method, c.ok, (c.params.get("text") or "")[:60]) for c in into_group])
         assert len(sent) < 30  # coalesced while the queue was backed up
         for i, at in enumerate(sent):  # never more than the limit in any window
             assert sum(1 for t in sent[i:] if t - at < pacing.window - 0.05) <= pacing.group_limit
         desk = harness.desk
         assert desk.sender.stats.retried_after_429 == len(failed) and desk.sender.stats.failed == 0
-        assert not [c for c in calls if c.method == "sendMessage" and "went wrong" in c.params.get("text", "")]
+        assert not [
+            c for c in calls if c.method == "sendMessage" and "went wrong" in c.params.get("text", "")
+        ]
         await sandbox.wait_idle()
         assert len(sandbox.messages_to(ANN.id)) == before  # nothing (no error) reached the customer
 
@@ -614,7 +638,7 @@ async def test_suggest_sends_a_kb_answer_and_faq_saves_a_suggestion(harness: Bot
     assert suggestion.answer == "If the link doesn't arrive, check your spam folder."
     assert (suggestion.ticket_id, suggestion.agent_id, suggestion.status) == (
         ticket.id,
-        900,
+        harness.agent.id,
         SuggestionStatus.PENDING,
     )
     assert suggestion.customer_id == ticket.customer_id
@@ -650,6 +674,17 @@ async def test_a_bot_without_the_manage_topics_right_is_a_clear_error(make_harne
         assert "request #1" in ack.plain_text
         [ticket] = await eventually(lambda: rows(harness, Ticket))
         assert ticket.state is TicketState.WAITING and ticket.topic_id is None
+        harness.sandbox.send_message(chat=ANN.id, user=ANN, text="My card was charged twice")
+        await eventually(lambda: rows(harness, Message, Message.ticket_id == ticket.id))
+
+        harness.sandbox.set_bot_rights(harness.forum.id)  # an admin fixes the rights
+        harness.desk.forum_retry = 0  # instead of waiting a minute
+        harness.sandbox.send_message(chat=ANN.id, user=ANN, text="Hello?")
+        topic = await harness.topic_of(ticket.id)
+        card, transcript = harness.in_topic(topic)[:2]
+        assert card.pinned and "Ann Lee: My card was charged twice" in card.plain_text
+        assert "My card was charged twice" in transcript.document_bytes.decode()
+        assert await eventually(lambda: _has_text(harness, topic, "Hello?"))
 
 
 async def test_outside_business_hours_the_customer_learns_when_to_expect_a_reply(make_harness) -> None:

@@ -1,0 +1,31 @@
+"""``helpdesk demo`` ends with the hand-over: the card, an agent's reply, the close, the rating."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from bot.config import Settings
+from bot.demo import run_demo
+from kb.encoder import TextEncoder
+
+
+async def test_the_demo_shows_the_hand_over(settings: Settings, encoder: TextEncoder) -> None:
+    out = io.StringIO()
+    await run_demo(settings, Console(file=out, width=200, color_system=None), encoder=encoder)
+    shown = out.getvalue()
+    chat, forum = shown.split("The agents' forum", 1)
+    assert "[pressed «🙋 Ask a person»]" in chat and "request #1" in chat
+    assert "Bot: Hi Alex, Maria here." in chat  # the agent's reply reached the customer
+    assert "marked request #1 as resolved" in chat and "[pressed «5 ⭐»]" in chat
+    assert "You rated our help 5/5" in chat
+    assert (
+        "Source: How do I cancel my subscription?" in chat.split("You rated our help 5/5")[1]
+    )  # the bot is back
+    assert "📌 Bot: 🎫 Ticket #1 · waiting for an agent" in forum
+    assert "Customer: Alex Novak · @alex_n · id 1001 · language en" in forum
+    assert "[ 🙋 Claim ]  [ ✅ Close ]" in forum
+    assert "Alex (via the bot): It's for a team lunch" in forum
+    assert "Maria: /close" in forum and "resolved by Maria Kovacs" in forum
+    assert "rated this ticket 5/5" in forum and "Rating: 5/5" in forum
