@@ -24,6 +24,7 @@ _INLINE = re.compile(
 )
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 _BULLET = re.compile(r"^(\s*)[*+-]\s+(.*)$")
+_NUMBERED = re.compile(r"^\s*\d+[.)]\s+")
 _ATTRIBUTE = re.compile(r"^\s*\{:.*\}\s*$")
 
 
@@ -97,18 +98,28 @@ def _ends_paragraph(lines: list[str], i: int) -> bool:
 
 
 def _render_text(raw: str) -> str:
-    out = []
+    """One paragraph: lines that merely wrap are joined (as Markdown does), list items, headings
+    and hard breaks (two trailing spaces or a backslash) keep their own lines."""
+    out: list[str] = []
+    joinable = False
     for line in raw.split("\n"):
         if _ATTRIBUTE.match(line):
             continue
         heading = _HEADING.match(line)
         bullet = _BULLET.match(line)
+        hard_break = line.endswith(("  ", "\\"))
+        text = line.strip().removesuffix("\\").rstrip()
         if heading:
             out.append(f"<b>{inline(heading.group(1))}</b>")
-        elif bullet:
+            joinable = False
+            continue
+        if bullet:
             out.append(f"{bullet.group(1)}• {inline(bullet.group(2))}")
+        elif _NUMBERED.match(line) or not (joinable and out):
+            out.append(inline(text))
         else:
-            out.append(inline(line.strip()))
+            out[-1] = f"{out[-1]} {inline(text)}"
+        joinable = not hard_break
     return "\n".join(out)
 
 
