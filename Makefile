@@ -37,6 +37,7 @@ format: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/helpdesk eval ../shared/data/eval/stackfaq
 	$(BIN)/helpdesk eval ../shared/data/eval/covid-faq-stanford
+	$(BIN)/helpdesk eval ../shared/data/eval/bitcoin-faq-xling
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/thresholds.py ../shared/data/eval/covid-faq-stanford

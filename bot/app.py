@@ -1,9 +1,10 @@
 """Assembly: the Bot (pointed at ``telegram.api_url``), the Dispatcher and its services.
 
 App-wide services live in the dispatcher's workflow data (``helpdesk``, ``kb``, ``settings``,
-``desk`` for the agents' forum, ``sender`` for paced sending); handlers ask for them by parameter
-name. Outer middlewares, in order: one turn at a time per chat (and albums as one), a database
-session per update, the user's language table (``texts``).
+``desk`` for the agents' forum, ``sender`` for paced sending, ``reviews`` for the editors' review
+of suggestions); handlers ask for them by parameter name. Outer middlewares, in order: one turn
+at a time per chat (and albums as one), a database session per update, the user's language table
+(``texts``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from bot.errors import ConfigError
 from bot.handover import Desk
 from bot.middlewares import DbSessionMiddleware
 from bot.pacing import PacedSender, Pacing
-from bot.routers import agents, customer, editors
+from bot.reviewing import Reviews
+from bot.routers import agents, customer, editors, privacy
 from bot.runtime import Services, ingest_options, open_services
 from bot.sequencing import ChatSequencer
 from bot.texts import EN, texts_for
 from kb.conversations import Helpdesk
 from kb.errors import KbError
+from kb.privacy import purge
 from kb.tickets import Tickets
 
 log = logging.getLogger(__name__)
@@ -82,14 +85,23 @@ def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dis
     dp.update.outer_middleware(ChatSequencer())
     dp.update.outer_middleware(DbSessionMiddleware(services.sessions))
     dp.update.outer_middleware(TextsMiddleware())
+    reviews = None
     if settings.telegram.editors:  # editors' documents go before the customers' router
+        editor_ids = frozenset(settings.telegram.editors)
         dp["editor_desk"] = EditorDesk(services, ingest_options(settings), settings.ingest.uploads_dir)
-        dp.include_router(editors.build_router(frozenset(settings.telegram.editors)))
+        reviews = Reviews(services, editor_ids, sender, interval=settings.kb.refresh_seconds)
+        dp["reviews"] = reviews
+        desk.on_suggestion = reviews.wake
+        dp.include_router(editors.build_router(editor_ids))
+    dp.include_router(privacy.build_router())  # before the customer's: never relayed to agents
     dp.include_router(customer.build_router())
     if escalation:
         dp.include_router(agents.build_router(settings.telegram.agents_chat_id))
     dp.startup.register(desk.start)
     dp.shutdown.register(desk.stop)
+    if reviews is not None:  # after the desk, which binds the paced sender
+        dp.startup.register(reviews.start)
+        dp.shutdown.register(reviews.stop)
     dp.errors.register(on_error)
     return dp
 
@@ -120,6 +132,8 @@ async def set_commands(bot: Bot, settings: Settings | None = None) -> None:
             BotCommand(command="help", description=texts.command_help),
             BotCommand(command="human", description=texts.command_human),
             BotCommand(command="cancel", description=texts.command_cancel),
+            BotCommand(command="mydata", description=texts.command_mydata),
+            BotCommand(command="forget", description=texts.command_forget),
         ]
     )
     agents_chat = settings.telegram.agents_chat_id if settings else 0
@@ -132,6 +146,9 @@ async def set_commands(bot: Bot, settings: Settings | None = None) -> None:
                     BotCommand(command="note", description=texts.command_note),
                     BotCommand(command="suggest", description=texts.command_suggest),
                     BotCommand(command="faq", description=texts.command_faq),
+                    BotCommand(command="profile", description=texts.command_profile),
+                    BotCommand(command="tag", description=texts.command_tag),
+                    BotCommand(command="stats", description=texts.command_stats),
                     BotCommand(command="help", description=texts.command_help),
                 ],
                 scope=BotCommandScopeChat(chat_id=agents_chat),
@@ -152,9 +169,30 @@ async def keep_kb_fresh(services: Services, interval: float) -> None:
             log.exception("unexpected error while refreshing the knowledge base; will retry")
 
 
+PURGE_EVERY = 86400.0  # seconds: the retention purge runs daily (and once at start)
+
+
+async def purge_daily(services: Services, *, every: float = PURGE_EVERY) -> None:
+    """``[privacy] retention_days``: drop conversations older than that, daily."""
+    days = services.settings.privacy.retention_days
+    while True:
+        try:
+            erased = await purge(services.sessions, older_than_days=days)
+            if erased.conversations or erased.customers:
+                log.info("retention purge (older than %d days): %s", days, erased.as_dict())
+        except (KbError, OSError) as exc:
+            log.warning("the retention purge failed: %s", exc)
+        except Exception:
+            log.exception("unexpected error in the retention purge; will retry")
+        await asyncio.sleep(every)
+
+
 async def serve(services: Services, bot: Bot, dp: Dispatcher, *, handle_signals: bool = True) -> None:
-    """Long-poll until stopped, with the KB refresher alongside."""
+    """Long-poll until stopped, with the KB refresher (and the retention purge) alongside."""
     refresher = asyncio.create_task(keep_kb_fresh(services, services.settings.kb.refresh_seconds))
+    background = [refresher]
+    if services.settings.privacy.retention_days:
+        background.append(asyncio.create_task(purge_daily(services)))
     try:
         await bot.delete_webhook(drop_pending_updates=False)
         await set_commands(bot, services.settings)
@@ -166,9 +204,10 @@ async def serve(services: Services, bot: Bot, dp: Dispatcher, *, handle_signals:
             allowed_updates=dp.resolve_used_update_types(),
         )
     finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @contextlib.asynccontextmanager

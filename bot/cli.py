@@ -36,6 +36,8 @@ customers_app = typer.Typer(no_args_is_help=True, help="What the helpdesk knows 
 app.add_typer(customers_app, name="customers")
 suggestions_app = typer.Typer(no_args_is_help=True, help="Agents' answers proposed as KB entries.")
 app.add_typer(suggestions_app, name="suggestions")
+privacy_app = typer.Typer(no_args_is_help=True, help="Customers' data: export and the retention purge.")
+app.add_typer(privacy_app, name="privacy")
 
 out = Console()
 err = Console(stderr=True)
@@ -693,6 +695,59 @@ def kb_stats(
             str(row["not_helped"]), str(row["escalated_after"]), rate,
         )  # fmt: skip
     out.print(table)
+
+
+@privacy_app.command("purge")
+def privacy_purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", help="Override privacy.retention_days.", min=1, max=3650),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Delete conversations older than privacy.retention_days, with what hangs off them."""
+    from kb.privacy import purge
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    retention = days or settings.privacy.retention_days
+    if not retention:
+        out.print("privacy.retention_days is 0 (keep everything): nothing to purge; --days N to purge anyway")
+        return
+    erased = _sessions_run(
+        settings, lambda sessions: purge(sessions, older_than_days=retention, dry_run=dry_run)
+    )
+    counts = erased.as_dict()
+    counts.pop("kb_changed")
+    if as_json:
+        print(json.dumps({"dry_run": dry_run, "older_than_days": retention, **counts}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    shown = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items())
+    out.print(f"older than {retention} days: {verb} {shown}", highlight=False)
+
+
+@privacy_app.command("export")
+def privacy_export(
+    telegram_id: Annotated[int, typer.Argument(help="The customer's Telegram id.")],
+) -> None:
+    """Everything stored about one customer, as JSON (what /mydata sends them)."""
+    import getpass
+
+    from kb.privacy import export_customer
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as session:
+            return await export_customer(session, telegram_id=telegram_id, actor=f"cli:{getpass.getuser()}")
+
+    data = _sessions_run(settings, work)
+    if data is None:
+        raise _fail(f"nothing is stored about Telegram id {telegram_id}", 1)
+    print(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 @app.command()

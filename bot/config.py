@@ -133,6 +133,11 @@ class IngestSettings(_Section):
     uploads_dir: Path = Path("var/uploads")
 
 
+class PrivacySettings(_Section):
+    # Conversations (and what hangs off them) last active longer ago than this are purged daily.
+    retention_days: int = Field(default=0, ge=0, le=3650)  # 0 = keep; at most 10 years
+
+
 class Settings(BaseSettings):
     """The whole configuration. Sections mirror ``config.example.toml``."""
 
@@ -148,6 +153,7 @@ class Settings(BaseSettings):
     kb: KbSettings = KbSettings()
     helpdesk: HelpdeskSettings = HelpdeskSettings()
     ingest: IngestSettings = IngestSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,7 @@ Pure functions from :mod:`kb.tickets` data to Telegram HTML (escaped) and plain 
 from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 from bot.render import escape
 from bot.texts import Texts
@@ -134,6 +135,7 @@ def card_html(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> tuple[str, boo
             language=escape(ticket.language or texts.card_no_language),
         ),
         texts.card_first_seen.format(when=_when(card.first_seen, zone)),
+        *([texts.card_tags.format(tags=escape(", ".join(card.tags)))] if card.tags else []),
         texts.card_earlier.format(tickets=_earlier(card.earlier, texts)),
         texts.card_reason.format(reason=escape(texts.reasons.get(ticket.reason, ticket.reason))),
     ]
@@ -192,3 +194,103 @@ def transcript_text(card: Card, texts: Texts, *, zone: tzinfo = UTC) -> str:
         body = line_text(line, texts).replace("\n", "\n    ")
         out.append(f"{_when(line.at, zone)}  {who}{extra}: {body}")
     return "\n".join(out) + "\n"
+
+
+def _iso_when(value: str, zone: tzinfo) -> str:
+    return _when(datetime.fromisoformat(value), zone)
+
+
+def profile_html(
+    profile: dict[str, Any], summary: dict[str, Any], texts: Texts, *, zone: tzinfo = UTC
+) -> str:
+    """``/profile``: who the customer is, what they went through, tags and agents' notes."""
+    username = escape(f"@{profile['username']}") if profile["username"] else texts.card_no_username
+    head = [
+        texts.profile_head.format(
+            name=escape(profile["name"] or "?"),
+            username=username,
+            id=profile["telegram_id"],
+            language=escape(profile["language"] or texts.card_no_language),
+        ),
+        texts.profile_seen.format(
+            first=_iso_when(profile["first_seen"], zone), last=_iso_when(profile["last_seen"], zone)
+        ),
+        texts.profile_counts.format(**summary),
+        texts.profile_csat.format(average=f"{summary['csat_average']:.1f}", n=summary["csat_n"])
+        if summary["csat_n"]
+        else texts.profile_csat_none,
+        texts.profile_tags.format(tags=escape(", ".join(profile["tags"])))
+        if profile["tags"]
+        else texts.profile_tags_none,
+    ]
+    if profile["articles_shown"]:
+        shown = ", ".join(
+            f"“{escape(clip(a['title'], 60))}” ×{a['times']}" for a in profile["articles_shown"][:5]
+        )
+        head.append(texts.profile_articles.format(articles=shown))
+    parts = ["\n".join(head)]
+    if profile["tickets"]:
+        lines = [texts.profile_tickets]
+        for t in profile["tickets"][-EARLIER_SHOWN:]:
+            state = texts.outcomes.get(t["state"], t["state"])
+            lines.append(
+                texts.profile_ticket.format(
+                    id=t["id"],
+                    opened=t["opened_at"][:10],
+                    state=escape(state),
+                    csat=f" ⭐{t['csat']}" if t["csat"] is not None else "",
+                    question=escape(clip(t["question"] or "", 80)),
+                )
+            )
+        parts.append("\n".join(lines))
+    if profile["notes"]:
+        notes = profile["notes"].splitlines()[-NOTES_SHOWN:]
+        parts.append(texts.profile_notes.format(notes=escape(clip_lines(notes, 1500))))
+    return "\n\n".join(parts)
+
+
+EARLIER_SHOWN = 8
+NOTES_SHOWN = 10
+
+
+def clip_lines(lines: list[str], limit: int) -> str:
+    """The last lines that fit in ``limit`` characters."""
+    kept: list[str] = []
+    for line in reversed(lines):
+        if sum(len(k) + 1 for k in kept) + len(line) > limit:
+            break
+        kept.insert(0, line)
+    return "\n".join(kept)
+
+
+def stats_html(reports: list[dict[str, Any]], texts: Texts) -> str:
+    """``/stats``: the figures of :func:`kb.analytics.service_report`, one block per period."""
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{value:.0%}"
+
+    def minutes(value: float | None) -> str:
+        return "–" if value is None else f"{value / 60:.1f} min"
+
+    blocks = [texts.stats_head]
+    for r in reports:
+        if not r["conversations"] and not r["tickets"]:
+            blocks.append(texts.stats_empty.format(days=r["days"]))
+            continue
+        blocks.append(
+            texts.stats_period.format(
+                days=r["days"],
+                conversations=r["conversations"],
+                tickets=r["tickets"],
+                self_service=pct(r["self_service_rate"]),
+                escalation=pct(r["escalation_rate"]),
+                feedback=pct(r["feedback_rate"]),
+                first_median=minutes(r["first_response"]["median_s"]),
+                first_p90=minutes(r["first_response"]["p90_s"]),
+                resolution_median=minutes(r["resolution"]["median_s"]),
+                resolution_p90=minutes(r["resolution"]["p90_s"]),
+                csat="–" if r["csat"]["average"] is None else f"{r['csat']['average']:.1f}",
+                csat_n=r["csat"]["n"],
+            )
+        )
+    return "\n\n".join(blocks)

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from aiogram.methods import (
     CopyMessage,
     CopyMessages,
     CreateForumTopic,
+    EditForumTopic,
     EditMessageCaption,
     EditMessageText,
     PinChatMessage,
@@ -60,17 +61,29 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import keyboards
 from bot.config import Settings
-from bot.forum import PREVIEW_CHARS, card_html, clip, topic_name, transcript_text
+from bot.forum import (
+    PREVIEW_CHARS,
+    card_html,
+    clip,
+    profile_html,
+    stats_html,
+    topic_name,
+    transcript_text,
+)
 from bot.pacing import PacedSender
 from bot.render import escape, render_answer
 from bot.texts import EN, Texts, texts_for
+from kb.analytics import service_report
 from kb.conversations import Helpdesk, Person
+from kb.customers import clean_tags, customer_profile, note_customer, profile_summary, tag_customer
 from kb.hours import BusinessHours
 from kb.models import utcnow
+from kb.privacy import Erased, forget_customer, record
 from kb.tickets import Agent, Change, Rated, Tickets, TicketView
 
 log = logging.getLogger(__name__)
 
+STATS_PERIODS = (7, 30)  # days, for /stats
 MEMBER_TTL = 300.0  # seconds a getChatMember answer is trusted (telegram.agents empty)
 HINT_EVERY = 600.0  # seconds between two hints to one person (General, non-agents)
 FORUM_RETRY = 60.0  # seconds before trying the forum again after it failed
@@ -176,6 +189,7 @@ class Desk:
         self._locks: dict[int, asyncio.Lock] = {}
         self._moved: dict[int, int] = {}  # deleted topic -> its replacement
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_suggestion: Callable[[], None] | None = None  # a new FAQ suggestion (editors' desk)
 
     @property
     def enabled(self) -> bool:
@@ -531,8 +545,10 @@ class Desk:
         message: Message,
         text: str,
         confirm: bool,
+        profile: bool = False,
     ) -> None:
-        """Keep an internal note; ``confirm`` answers it in the topic."""
+        """Keep an internal note; ``confirm`` answers it in the topic; ``profile`` (``/note``)
+        also adds it to the customer's profile notes."""
         if not text.strip():
             self._spawn(self.notice(ticket.id, self.texts.note_usage, reply_to=message.message_id))
             return
@@ -544,6 +560,14 @@ class Desk:
             topic_message_id=message.message_id,
             text=text,
         )
+        if profile:
+            await note_customer(
+                session,
+                customer_id=ticket.customer_id,
+                text=text,
+                author=agent.name,
+                actor=f"agent:{agent.telegram_id}",
+            )
         if confirm:
             self._spawn(self.notice(ticket.id, self.texts.note_saved, reply_to=message.message_id))
 
@@ -710,6 +734,97 @@ class Desk:
             answer=escape(clip(suggestion.answer, 600)),
         )
         self._spawn(self.notice(ticket.id, text))
+        if self.on_suggestion is not None:
+            self.on_suggestion()
+
+    async def profile(self, session: AsyncSession, *, ticket: TicketView, agent: Agent) -> None:
+        """``/profile``: the customer's profile and history, in the topic (and in the audit log)."""
+        profile = await customer_profile(self.sessions, ticket.customer_id)
+        if profile is None:
+            self._spawn(self.notice(ticket.id, self.texts.profile_gone))
+            return
+        await record(
+            session,
+            actor=f"agent:{agent.telegram_id}",
+            action="profile_viewed",
+            customer_id=ticket.customer_id,
+        )
+        html = profile_html(profile, profile_summary(profile), self.texts, zone=self.zone)
+        self._spawn(self.notice(ticket.id, html))
+
+    async def tag(self, session: AsyncSession, *, ticket: TicketView, agent: Agent, args: str | None) -> None:
+        """``/tag TAG... | -TAG``: tags on the customer's profile; the card shows them."""
+        add, remove = clean_tags((args or "").split())
+        if not add and not remove:
+            self._spawn(self.notice(ticket.id, self.texts.tag_usage))
+            return
+        tags = await tag_customer(
+            session,
+            customer_id=ticket.customer_id,
+            add=add,
+            remove=remove,
+            actor=f"agent:{agent.telegram_id}",
+        )
+        if tags is None:
+            self._spawn(self.notice(ticket.id, self.texts.profile_gone))
+            return
+        shown = escape(", ".join(tags)) if tags else self.texts.tag_none
+        self._spawn(self.notice(ticket.id, self.texts.tag_done.format(tags=shown)))
+        self._spawn(self.refresh_card(ticket.id))
+
+    async def stats(self, message: Message) -> None:
+        """``/stats`` anywhere in the agents' chat: the service figures, short."""
+        reports = [await service_report(self.sessions, since_days=days) for days in STATS_PERIODS]
+        await self.hint(message, stats_html(reports, self.texts), always=True)
+
+    async def forget(self, session: AsyncSession, *, telegram_id: int) -> Erased | None:
+        """A customer's ``/forget``: erase their data; their topics are told, closed and blanked."""
+        erased = await forget_customer(session, telegram_id=telegram_id)
+        if erased is None:
+            return None
+        if erased.kb_changed:
+            self._spawn(self.helpdesk.kb.sync(self.sessions))
+        if self.enabled:
+            for ref in erased.topics:
+                self._spawn(
+                    self._erased_topic(ref.ticket_id, ref.topic_id, ref.card_message_id, ref.was_open)
+                )
+        return erased
+
+    async def _erased_topic(
+        self, ticket_id: int, topic_id: int, card_message_id: int | None, was_open: bool
+    ) -> None:
+        calls: list[TelegramMethod[Any]] = []
+        if was_open:
+            calls.append(
+                SendMessage(
+                    chat_id=self.chat_id,
+                    message_thread_id=topic_id,
+                    text=self.texts.customer_erased.format(ticket=ticket_id),
+                )
+            )
+        if card_message_id is not None:
+            calls.append(
+                EditMessageText(
+                    chat_id=self.chat_id,
+                    message_id=card_message_id,
+                    text=self.texts.card_erased.format(ticket=ticket_id),
+                )
+            )
+        calls.append(
+            EditForumTopic(
+                chat_id=self.chat_id,
+                message_thread_id=topic_id,
+                name=self.texts.topic_erased.format(ticket=ticket_id),
+            )
+        )
+        if was_open:
+            calls.append(CloseForumTopic(chat_id=self.chat_id, message_thread_id=topic_id))
+        for method in calls:
+            try:
+                await self._to_topic(ticket_id, method)
+            except TelegramAPIError as exc:
+                log.info("ticket #%s (erased): %s: %s", ticket_id, type(method).__name__, exc)
 
     async def hint(self, message: Message, text: str, *, always: bool = False) -> None:
         """A short answer in the agents' chat (General or a topic), at most every few minutes per

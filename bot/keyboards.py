@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.texts import Texts
+from bot.texts import EditorTexts, Texts
 from kb.conversations import Shown
 
 TITLE_LIMIT = 60
@@ -41,6 +41,19 @@ class SendAnswerCb(CallbackData, prefix="tks"):
 class CsatCb(CallbackData, prefix="csat"):
     ticket: int
     score: int
+
+
+class ReviewCb(CallbackData, prefix="sg"):
+    """An editor's decision on a suggestion; only the id travels, checked on the server."""
+
+    action: str  # approve / edit / reject
+    suggestion: int
+
+
+class ForgetCb(CallbackData, prefix="forget"):
+    """The customer confirms (or not) erasing their data; acts on the presser only."""
+
+    confirm: bool
 
 
 def feedback(texts: Texts, message_id: int) -> InlineKeyboardMarkup:
@@ -129,6 +142,39 @@ def rating(ticket_id: int) -> InlineKeyboardMarkup:
                     text=f"{score} ⭐", callback_data=CsatCb(ticket=ticket_id, score=score).pack()
                 )
                 for score in range(1, 6)
+            ]
+        ]
+    )
+
+
+def review(texts: EditorTexts, suggestion_id: int) -> InlineKeyboardMarkup:
+    """Approve / Edit / Reject under a suggestion sent to an editor."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=label, callback_data=ReviewCb(action=action, suggestion=suggestion_id).pack()
+                )
+                for action, label in (
+                    ("approve", texts.button_approve),
+                    ("edit", texts.button_edit),
+                    ("reject", texts.button_reject),
+                )
+            ]
+        ]
+    )
+
+
+def forget(texts: Texts) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=texts.button_forget_yes, callback_data=ForgetCb(confirm=True).pack()
+                ),
+                InlineKeyboardButton(
+                    text=texts.button_forget_no, callback_data=ForgetCb(confirm=False).pack()
+                ),
             ]
         ]
     )

@@ -65,6 +65,17 @@ class Texts:
     csat_unknown: str
     csat_already: str
     command_cancel: str
+    # -- privacy: /mydata and /forget ------------------------------------------------------
+    mydata_caption: str
+    mydata_none: str
+    forget_confirm: str
+    button_forget_yes: str
+    button_forget_no: str
+    forget_done: str
+    forget_kept: str
+    forget_nothing: str
+    command_mydata: str
+    command_forget: str
     # -- the agents' forum ------------------------------------------------------------------
     card_title: str
     card_customer: str
@@ -152,6 +163,32 @@ class Texts:
     command_note: str
     command_suggest: str
     command_faq: str
+    # -- customer knowledge for agents: /profile, /tag, /stats ---------------------------------
+    card_tags: str
+    profile_head: str
+    profile_seen: str
+    profile_counts: str
+    profile_csat: str
+    profile_csat_none: str
+    profile_tags: str
+    profile_tags_none: str
+    profile_articles: str
+    profile_tickets: str
+    profile_ticket: str
+    profile_notes: str
+    profile_gone: str
+    tag_usage: str
+    tag_done: str
+    tag_none: str
+    stats_head: str
+    stats_period: str
+    stats_empty: str
+    customer_erased: str
+    card_erased: str
+    topic_erased: str
+    command_profile: str
+    command_tag: str
+    command_stats: str
 
 
 EN = Texts(
@@ -167,6 +204,7 @@ EN = Texts(
         "• Tell me whether an answer helped with the buttons under it.\n"
         "• If I'm not sure, I'll suggest the closest articles.\n"
         "• /human asks for a person; /cancel hands you back to me.\n"
+        "• /mydata sends you everything we store about you; /forget erases it.\n"
         "• /start shows the welcome again."
     ),
     source="Source: {title}",
@@ -248,6 +286,25 @@ EN = Texts(
     csat_unknown="That rating is no longer available.",
     csat_already="Already noted, thank you.",
     command_cancel="Hand the conversation back to the bot",
+    mydata_caption=(
+        "Everything we store about you, as of {when}: your profile, our conversations, your feedback, "
+        "your requests and ratings, and the FAQ suggestions that quote you. /forget erases it."
+    ),
+    mydata_none="We don't store anything about you.",
+    forget_confirm=(
+        "This erases everything we store about you: your profile, our conversations, your feedback, "
+        "your requests and ratings, and anything our help articles took from your words. "
+        "An open request is closed. This can't be undone.\n\nErase it all?"
+    ),
+    button_forget_yes="🗑 Yes, erase everything",
+    button_forget_no="Keep my data",
+    forget_done=(
+        "Done: everything we stored about you is erased. If you write to me again, I'll start afresh."
+    ),
+    forget_kept="OK, nothing was erased.",
+    forget_nothing="There's nothing stored about you (any more).",
+    command_mydata="Get everything we store about you",
+    command_forget="Erase everything we store about you",
     card_title="🎫 <b>Ticket #{ticket}</b> · {state}",
     card_customer="<b>Customer:</b> {name} · {username} · id <code>{id}</code> · language {language}",
     card_first_seen="<b>First seen:</b> {when}",
@@ -316,7 +373,7 @@ EN = Texts(
     agent_cancelled="↩️ The customer cancelled the request and is back with the bot.",
     agent_rated="⭐ The customer rated this ticket {score}/5.",
     first_reply_claimed="🙋 {agent} answered first and now has this ticket.",
-    note_saved="📝 Note saved; the customer doesn't see it.",
+    note_saved="📝 Note saved on the ticket and the customer's profile; the customer doesn't see it.",
     note_usage="Usage: /note TEXT, or start a message with // to keep it internal.",
     topic_closed=(
         "This ticket is closed, so your message did not reach the customer (it stays here). "
@@ -349,17 +406,58 @@ EN = Texts(
     agents_help=(
         "<b>In a ticket's topic</b>\n"
         "• Anything you write goes to the customer (edits too), except commands and notes.\n"
-        "• /note TEXT or a message starting with // stays internal.\n"
+        "• /note TEXT stays internal and lands on the customer's profile; a message starting with "
+        "// stays in the ticket only.\n"
+        "• /profile shows the customer's profile and history; /tag TAG... (or /tag -TAG) tags them.\n"
         "• /suggest shows the best KB answers for the customer's last question, to send with a press.\n"
         "• /faq saves the customer's question and your last answer as an FAQ suggestion.\n"
         "• /close resolves the ticket (the customer rates it); /reopen brings it back.\n"
-        "• The card's Claim button assigns the ticket to you."
+        "• The card's Claim button assigns the ticket to you.\n"
+        "• /stats (anywhere in this chat): the service figures of the last 7 and 30 days."
     ),
     command_close="Resolve the ticket; the customer rates the help",
     command_reopen="Reopen a resolved ticket",
     command_note="Internal note, not sent to the customer",
     command_suggest="Best KB answers for the customer's last question",
     command_faq="Save the question and your answer as an FAQ suggestion",
+    card_tags="<b>Tags:</b> {tags}",
+    profile_head="👤 <b>{name}</b> · {username} · id <code>{id}</code> · language {language}",
+    profile_seen="First seen {first}; last seen {last}",
+    profile_counts=(
+        "{conversations} conversation(s), {questions} message(s) to the bot, {answers} answer(s) "
+        "({helped} helped, {not_helped} didn't help); {tickets} ticket(s)"
+    ),
+    profile_csat="<b>CSAT:</b> {average} from {n} rating(s)",
+    profile_csat_none="<b>CSAT:</b> no ratings yet",
+    profile_tags="<b>Tags:</b> {tags}",
+    profile_tags_none="<b>Tags:</b> none (add some with /tag)",
+    profile_articles="<b>Articles shown:</b> {articles}",
+    profile_tickets="<b>Tickets</b>",
+    profile_ticket="• #{id} {opened} {state}{csat}: {question}",
+    profile_notes="<b>Notes</b>\n{notes}",
+    profile_gone="The customer's profile is gone (erased at their request).",
+    tag_usage="Usage: /tag TAG... adds tags to the customer's profile; /tag -TAG removes one.",
+    tag_done="🏷 Tags on the customer's profile: {tags}",
+    tag_none="none",
+    stats_head="📊 <b>Service figures</b>",
+    stats_period=(
+        "<b>Last {days} days</b>: {conversations} conversations, {tickets} tickets\n"
+        "self-service {self_service} · escalation {escalation} · answer feedback {feedback}\n"
+        "first response: median {first_median}, p90 {first_p90}\n"
+        "resolution: median {resolution_median}, p90 {resolution_p90}\n"
+        "CSAT: {csat} from {csat_n} rating(s)"
+    ),
+    stats_empty="No conversations in the last {days} days yet.",
+    customer_erased=(
+        "🗑 The customer asked us to erase their data: ticket #{ticket} is closed and everything the "
+        "bot stored about them is deleted. Their messages in this topic stay in Telegram: delete the "
+        "topic if they must go too."
+    ),
+    card_erased="🎫 <b>Ticket #{ticket}</b> · the customer's data was erased at their request",
+    topic_erased="#{ticket} (erased)",
+    command_profile="The customer's profile and history",
+    command_tag="Tag the customer's profile: /tag TAG... or /tag -TAG",
+    command_stats="Service figures of the last 7 and 30 days",
 )
 
 _TABLES: dict[str, Texts] = {"en": EN}
@@ -390,6 +488,23 @@ class EditorTexts:
     more: str
     overview: str
     overview_article: str
+    review: str
+    review_from_ticket: str
+    review_from_gaps: str
+    button_approve: str
+    button_edit: str
+    button_reject: str
+    review_approved: str
+    review_rejected: str
+    review_closed: str
+    review_missing: str
+    review_edit_prompt: str
+    review_edit_toast: str
+    review_edit_cancelled: str
+    review_edit_text: str
+    review_stranger: str
+    verb_created: str
+    verb_updated: str
 
 
 EDITOR_EN = EditorTexts(
@@ -409,6 +524,26 @@ EDITOR_EN = EditorTexts(
         "<b>Knowledge base</b>: {published} published, {retired} retired articles; languages: {languages}."
     ),
     overview_article="• {title} <i>(v{version}, {updated})</i>",
+    review="💡 <b>FAQ suggestion #{id}</b>{source}\n\n<b>Q:</b> {question}\n\n<b>A:</b> {answer}",
+    review_from_ticket=" · from ticket #{ticket}",
+    review_from_gaps=" · from the knowledge gaps",
+    button_approve="✅ Approve",
+    button_edit="✏️ Edit",
+    button_reject="❌ Reject",
+    review_approved="✅ Approved by {editor}: {verb} {key} v{version}; the bot answers from it now.",
+    review_rejected="❌ Rejected by {editor}.",
+    review_closed="Suggestion #{id} is already {status}.",
+    review_missing="Suggestion #{id} no longer exists (its customer's data may have been erased).",
+    review_edit_prompt=(
+        "Send me the new answer for suggestion #{id} as your next message: it is approved with it.\n"
+        "<b>Q:</b> {question}\n/cancel keeps the suggestion pending."
+    ),
+    review_edit_toast="Send the new answer as a message.",
+    review_edit_cancelled="Editing cancelled: suggestion #{id} is still pending.",
+    review_edit_text="Please send the answer as text, or /cancel.",
+    review_stranger="Only editors can review suggestions.",
+    verb_created="created",
+    verb_updated="updated",
 )
 
 SUMMARY_LINES = 8

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,9 +199,27 @@ def collect_files(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped], set
     return files, skipped, walked
 
 
-def _language(entry: Entry, options: IngestOptions) -> str:
+LANGUAGE_SAMPLE = 40
+ONE_LANGUAGE = 0.9  # share of a sample that must agree before the file counts as one language
+
+
+def _file_language(entries: Sequence[Entry], options: IngestOptions) -> str | None:
+    """The language of a file whose undeclared entries all look the same (most files): detected
+    on an even sample, so a 10,000-entry file costs 40 detections, not 10,000."""
+    undeclared = [e for e in entries if not e.lang]
+    if not options.detect_languages or not undeclared:
+        return None
+    step = max(len(undeclared) // LANGUAGE_SAMPLE, 1)
+    votes = Counter(detect_language(f"{e.question}\n{e.answer}") for e in undeclared[::step])
+    language, count = votes.most_common(1)[0]
+    return language if language and count >= ONE_LANGUAGE * sum(votes.values()) else None
+
+
+def _language(entry: Entry, options: IngestOptions, file_language: str | None) -> str:
     if entry.lang:
         return entry.lang.lower()
+    if file_language:
+        return file_language
     if options.detect_languages:
         detected = detect_language(f"{entry.question}\n{entry.answer}")
         if detected:
@@ -210,9 +229,10 @@ def _language(entry: Entry, options: IngestOptions) -> str:
 
 def _plan(entries: Sequence[Entry], options: IngestOptions, result: FileResult) -> list[_Planned]:
     planned: dict[tuple[str, str], _Planned] = {}
+    file_language = _file_language(entries, options)
     for entry in entries:
         key = entry.key or derive_key(entry)
-        language = _language(entry, options)
+        language = _language(entry, options, file_language)
         digest = content_hash(
             question=entry.question, alt_questions=entry.alt_questions, answer=entry.answer, tags=entry.tags
         )

@@ -8,7 +8,18 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from kb.models import Article, ArticleVersion, Conversation, Csat, Customer, Feedback, Message, Ticket
+from kb.models import (
+    Article,
+    ArticleVersion,
+    Conversation,
+    Csat,
+    Customer,
+    Feedback,
+    Message,
+    Ticket,
+    utcnow,
+)
+from kb.privacy import audit
 
 
 def _identity(customer: Customer) -> dict[str, Any]:
@@ -154,4 +165,70 @@ async def customer_profile(sessions: async_sessionmaker[AsyncSession], ref: int)
             for v, n in shown.most_common()
             if v in titles
         ],
+    }
+
+
+# -- what agents add to a profile (``/tag``, ``/note`` in a ticket's topic) ----------------------
+
+MAX_TAGS = 30
+TAG_CHARS = 40
+
+
+def clean_tags(words: list[str]) -> tuple[list[str], list[str]]:
+    """``/tag vip -angry #billing``: the tags to add and those to remove (``-tag``), normalised."""
+    add: list[str] = []
+    remove: list[str] = []
+    for word in words:
+        target = remove if word.startswith("-") else add
+        tag = word.lstrip("-#").strip(",;").lower()[:TAG_CHARS]
+        if tag and tag not in target:
+            target.append(tag)
+    return add, remove
+
+
+async def tag_customer(
+    session: AsyncSession, *, customer_id: int, add: list[str], remove: list[str], actor: str
+) -> list[str] | None:
+    """Add and remove tags on a customer's profile; returns the tags now (None: no such customer)."""
+    async with session.begin():
+        customer = await session.get(Customer, customer_id)
+        if customer is None:
+            return None
+        tags = [t for t in customer.tags if t not in remove]
+        tags += [t for t in add if t not in tags]
+        customer.tags = tags[:MAX_TAGS]
+        detail = " ".join([*(f"+{t}" for t in add), *(f"-{t}" for t in remove)])
+        await audit(session, actor=actor, action="tagged", customer_id=customer_id, detail=detail)
+        return list(customer.tags)
+
+
+async def note_customer(
+    session: AsyncSession, *, customer_id: int, text: str, author: str, actor: str
+) -> None:
+    """Append an agent's note to the customer's profile: ``YYYY-MM-DD HH:MM author: text``."""
+    async with session.begin():
+        customer = await session.get(Customer, customer_id)
+        if customer is None:
+            return
+        line = f"{utcnow():%Y-%m-%d %H:%M} {author}: {' '.join(text.split())}"
+        customer.notes = f"{customer.notes}\n{line}".strip() if customer.notes else line
+        await audit(session, actor=actor, action="noted", customer_id=customer_id)
+
+
+def profile_summary(profile: dict[str, Any]) -> dict[str, Any]:
+    """The short form of :func:`customer_profile` for ``/profile``: counts, outcomes, CSAT."""
+    tickets = profile["tickets"]
+    ratings = [t["csat"] for t in tickets if t["csat"] is not None]
+    outcomes = Counter(t["state"] for t in tickets)
+    messages = [m for c in profile["conversations"] for m in c["messages"]]
+    return {
+        "conversations": len(profile["conversations"]),
+        "questions": sum(1 for m in messages if m["author"] == "customer"),
+        "answers": sum(1 for m in messages if m["decision"] in ("answer", "picked")),
+        "helped": sum(1 for m in messages if m["feedback"] == "helped"),
+        "not_helped": sum(1 for m in messages if m["feedback"] == "didn't help"),
+        "tickets": len(tickets),
+        "outcomes": dict(outcomes),
+        "csat_average": round(sum(ratings) / len(ratings), 2) if ratings else None,
+        "csat_n": len(ratings),
     }

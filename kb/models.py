@@ -269,6 +269,8 @@ class Suggestion(Base):
         _enum(SuggestionStatus), default=SuggestionStatus.PENDING, index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the editors in Telegram were sent it (None: not yet; the bot picks it up).
+    announced_at: Mapped[datetime | None]
 
 
 class Csat(Base):
@@ -282,3 +284,20 @@ class Csat(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     score: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what to a customer's data, and when (agents, editors, the customer, the system).
+
+    ``customer_id`` is the internal id, not a foreign key: the entry outlives an erasure, and
+    ``detail`` never holds the customer's own words (it is emptied when they are forgotten).
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(300))  # "agent:7001", "editor:900", "customer", "system"
+    action: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")

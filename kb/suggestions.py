@@ -18,6 +18,7 @@ from kb import store
 from kb.encoder import TextEncoder
 from kb.errors import KbError
 from kb.models import Article, ArticleStatus, Suggestion, SuggestionStatus, utcnow
+from kb.privacy import audit
 from kb.search import embed_versions
 from kb.texts import content_hash
 
@@ -123,6 +124,14 @@ async def approve(
         )
         await embed_versions(session, encoder, [version])
         suggestion.status = SuggestionStatus.APPROVED
+        if suggestion.customer_id is not None:
+            await audit(
+                session,
+                actor=editor,
+                action="suggestion_approved",
+                customer_id=suggestion.customer_id,
+                detail=f"suggestion {suggestion.id} -> {key} v{version.number}",
+            )
         await store.bump_revision(session)
         return Approved(suggestion.id, key, version.number, created)
 
@@ -135,6 +144,26 @@ async def reject(sessions: async_sessionmaker[AsyncSession], suggestion_id: int)
         if suggestion.status is not SuggestionStatus.PENDING:
             raise SuggestionClosedError(suggestion_id, suggestion.status.value)
         suggestion.status = SuggestionStatus.REJECTED
+
+
+async def claim_unannounced(sessions: async_sessionmaker[AsyncSession]) -> list[dict[str, Any]]:
+    """Pending suggestions the editors in Telegram have not been sent yet, marked as sent now
+    (whoever claims them sends them; a failed send is not retried)."""
+    async with sessions() as session, session.begin():
+        rows = list(
+            (
+                await session.scalars(
+                    select(Suggestion)
+                    .where(Suggestion.status == SuggestionStatus.PENDING, Suggestion.announced_at.is_(None))
+                    .order_by(Suggestion.id)
+                    .limit(50)
+                )
+            ).all()
+        )
+        now = utcnow()
+        for suggestion in rows:
+            suggestion.announced_at = now
+        return [as_dict(s) for s in rows]
 
 
 async def suggest_from_gaps(

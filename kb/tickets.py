@@ -165,6 +165,7 @@ class Card:
     lines: list[Line]
     attempts: list[Attempt]
     csat: int | None = None
+    tags: tuple[str, ...] = ()  # on the customer's profile (``/tag``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +375,7 @@ class Tickets:
                 lines=lines,
                 attempts=attempts_of(lines),
                 csat=csat,
+                tags=tuple(customer.tags),
             )
 
     async def claim(self, session: AsyncSession, *, ticket_id: int, agent: Agent) -> Outcome:

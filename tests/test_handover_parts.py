@@ -134,7 +134,7 @@ def test_a_database_at_0001_upgrades_and_keeps_its_tickets(tmp_path: Path) -> No
             "INSERT INTO tickets (id, customer_id, conversation_id, state, reason, opened_at) "
             "VALUES (1, 1, 1, 'waiting', 'command', '2026-01-01')"
         )
-    db.upgrade_sync(url)
+    db.upgrade_sync(url, "0002")
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
         assert con.execute("SELECT id, state, chat_id, topic_id FROM tickets").fetchall() == [

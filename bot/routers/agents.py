@@ -2,7 +2,8 @@
 
 Everything here is scoped to ``telegram.agents_chat_id``. In a ticket's topic an agent's message
 goes to the customer, except commands and notes (``/note TEXT``, or text starting with ``//``);
-``/close``, ``/reopen``, ``/suggest``, ``/faq`` act on the topic's ticket. Only agents (per
+``/close``, ``/reopen``, ``/suggest``, ``/faq`` act on the topic's ticket; ``/profile`` shows the
+customer's profile, ``/tag`` tags it, ``/note`` also lands on it; ``/stats`` works anywhere. Only agents (per
 ``telegram.agents``, or any member when the list is empty) are relayed and may press buttons;
 anyone else is told so. Messages in General reach nobody, and their authors are told so.
 """
@@ -59,6 +60,7 @@ def build_router(agents_chat_id: int) -> Router:
 
     router.message.register(on_ignored, F.from_user.is_bot | F.sender_chat | ~F.from_user)
     router.message.register(on_ignored, F.content_type.in_(SERVICE))
+    router.message.register(on_stats, Command("stats"), IsAgent())
     router.message.register(on_general, ~F.is_topic_message, IsAgent())
     router.callback_query.register(on_stranger_press, ~IsAgent())
     router.callback_query.register(on_card_button, TicketCb.filter())
@@ -73,6 +75,8 @@ def build_router(agents_chat_id: int) -> Router:
     topic.message.register(on_note, Command("note"))
     topic.message.register(on_suggest, Command("suggest"))
     topic.message.register(on_faq, Command("faq"))
+    topic.message.register(on_profile, Command("profile"))
+    topic.message.register(on_tag, Command("tag"))
     topic.message.register(on_help, Command("help", "start"))
     topic.message.register(on_quick_note, F.text.startswith("//"))
     topic.message.register(on_help, F.text.startswith("/"))
@@ -159,6 +163,7 @@ async def on_note(
         message=message,
         text=command.args or "",
         confirm=True,
+        profile=True,
     )
 
 
@@ -177,6 +182,20 @@ async def on_faq(
     message: Message, command: CommandObject, session: AsyncSession, desk: Desk, ticket: TicketView
 ) -> None:
     await desk.faq(session, ticket=ticket, agent=agent_of(message.from_user), answer=command.args)
+
+
+async def on_profile(message: Message, session: AsyncSession, desk: Desk, ticket: TicketView) -> None:
+    await desk.profile(session, ticket=ticket, agent=agent_of(message.from_user))
+
+
+async def on_tag(
+    message: Message, command: CommandObject, session: AsyncSession, desk: Desk, ticket: TicketView
+) -> None:
+    await desk.tag(session, ticket=ticket, agent=agent_of(message.from_user), args=command.args)
+
+
+async def on_stats(message: Message, desk: Desk) -> None:
+    await desk.stats(message)
 
 
 async def on_help(message: Message, desk: Desk) -> None:
