@@ -492,7 +492,7 @@ def _describe_message(m: dict[str, Any]) -> str:
 
 @app.command()
 def gaps(
-    since: Annotated[int, typer.Option("--since", help="Days back from now.", min=1)] = 30,
+    since: Annotated[int, typer.Option("--since", help="Days back from now.", min=1, max=36500)] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
     suggest: Annotated[
         bool,
@@ -627,8 +627,46 @@ def suggestions_reject(suggestion_id: Annotated[int, typer.Argument(help="The su
 
 
 @app.command()
+def export(
+    what: Annotated[str, typer.Argument(help="customers, conversations or tickets.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    since: Annotated[
+        int | None, typer.Option("--since", help="Days back (default: all).", min=1, max=36500)
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Export for a CRM, with stable column names (see README)."""
+    import csv
+    import io
+
+    from kb.export import COLUMNS, export_rows
+
+    settings = _settings()
+    _setup_logging(logging.WARNING)
+    if what not in COLUMNS:
+        raise _fail(f"nothing to export called {what!r}: choose {', '.join(COLUMNS)}", 2)
+    if fmt not in ("csv", "jsonl"):
+        raise _fail("--format must be csv or jsonl", 2)
+    rows = _sessions_run(settings, lambda sessions: export_rows(sessions, what, since_days=since))
+    buffer = io.StringIO()
+    if fmt == "csv":
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS[what], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        buffer.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if output is None:
+        sys.stdout.write(buffer.getvalue())
+    else:
+        output.write_text(buffer.getvalue(), encoding="utf-8")
+        err.print(f"{len(rows)} {what} written to {output}")
+
+
+@app.command()
 def report(
-    since: Annotated[int, typer.Option("--since", help="Days back from now.", min=1)] = 30,
+    since: Annotated[int, typer.Option("--since", help="Days back from now.", min=1, max=36500)] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
@@ -647,6 +685,8 @@ def report(
         print(json.dumps(figures))
         return
     first, resolution, csat = figures["first_response"], figures["resolution"], figures["csat"]
+    if not figures["conversations"]:
+        out.print(f"no conversations in the last {since} days: nothing to report yet (all figures are zero)")
 
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.0%}"
@@ -675,7 +715,7 @@ def report(
 def kb_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     since: Annotated[
-        int | None, typer.Option("--since", help="Days back (default: all time).", min=1)
+        int | None, typer.Option("--since", help="Days back (default: all time).", min=1, max=36500)
     ] = None,
 ) -> None:
     """How useful each article is: shown, helped, didn't help, escalations after it; worst first."""
@@ -767,13 +807,17 @@ def run() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    report: Annotated[
+        Path | None, typer.Option(help="Where to write the HTML report of the demo conversation.")
+    ] = Path("var/demo-report.html"),
+) -> None:
     """Ingest the bundled example FAQ, start the sandbox and the bot, play a conversation."""
     from bot.demo import run_demo
 
     settings = _settings()
     _setup_logging(logging.WARNING)
-    _run(run_demo(settings, out))
+    _run(run_demo(settings, out, report_path=report))
 
 
 def main() -> None:

@@ -21,10 +21,13 @@ from bot.app import build_bot, polling
 from bot.config import Settings
 from bot.errors import HelpdeskError
 from bot.pacing import Pacing
+from bot.report_html import render_report
 from bot.runtime import open_services
 from bot.sandbox import BotAPISandbox, Chat, SentMessage, User
 from ingest.pipeline import ingest_paths
+from kb.analytics import service_report
 from kb.encoder import TextEncoder
+from kb.gaps import knowledge_gaps
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CUSTOMER = User(1001, "Alex", "Novak", username="alex_n", language_code="en")
@@ -195,7 +198,36 @@ def _print_line(console: Console, name: str, style: str, text: str, buttons: tup
     console.print()
 
 
-async def run_demo(settings: Settings, console: Console, *, encoder: TextEncoder | None = None) -> None:
+def print_knowledge(console: Console, groups: list[dict], figures: dict, report_path: Path | None) -> None:
+    """What the conversation taught: the knowledge gaps and the service report."""
+    console.rule("What the helpdesk learned (helpdesk gaps, helpdesk report)")
+    for group in groups:
+        examples = "; ".join(group["examples"])
+        answered = f" · an agent answered: {group['agent_answers'][0]}" if group["agent_answers"] else ""
+        console.print(
+            f"gap, asked by {group['customers']} customer(s): {examples}{answered}", highlight=False
+        )
+    rate = figures["self_service_rate"]
+    console.print(
+        f"{figures['conversations']} conversation(s), self-service "
+        f"{'-' if rate is None else f'{rate:.0%}'}, {figures['tickets']} ticket(s), "
+        f"CSAT {figures['csat']['average'] or '-'}, first response median "
+        f"{figures['first_response']['median_s'] or '-'} s",
+        highlight=False,
+    )
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(render_report(figures, title="Helpdesk report (demo)"), encoding="utf-8")
+        console.print(f"HTML report with charts: {report_path.resolve()}", highlight=False)
+
+
+async def run_demo(
+    settings: Settings,
+    console: Console,
+    *,
+    encoder: TextEncoder | None = None,
+    report_path: Path | None = None,
+) -> None:
     if not (EXAMPLES / "faq.md").is_file():
         raise HelpdeskError(
             f"the demo needs the example FAQ at {EXAMPLES / 'faq.md'} (run it from a checkout)"
@@ -235,8 +267,11 @@ async def run_demo(settings: Settings, console: Console, *, encoder: TextEncoder
                         topic, card = await play(sandbox)
                 finally:
                     await bot.session.close()
+                groups = await knowledge_gaps(services.sessions, services.encoder, since_days=1)
+                figures = await service_report(services.sessions, since_days=7)
             print_chat(sandbox, console)
             print_topic(sandbox, console, topic, card)
+            print_knowledge(console, groups, figures, report_path)
             console.print(
                 "Every message, decision and score is stored; the feedback presses, the ticket, the "
                 "relayed messages, the agent's note and the rating too. Next: `helpdesk ingest "

@@ -107,7 +107,11 @@ async def _collect(
     for start in range(0, len(ticket_ids), 500):
         rows = await session.scalars(
             select(Message)
-            .where(Message.ticket_id.in_(ticket_ids[start : start + 500]), Message.author == Author.AGENT)
+            .where(
+                Message.ticket_id.in_(ticket_ids[start : start + 500]),
+                Message.author == Author.AGENT,
+                Message.decision.in_(("relay", "agent_kb")),  # what reached the customer, not notes
+            )
             .order_by(Message.id)
         )
         for m in rows:

@@ -214,3 +214,41 @@ async def test_knowledge_gaps_group_by_meaning(services: Services) -> None:
     assert any(g["examples"] == ["What is your phone number?"] for g in groups)
     unhelpful = next(g for g in groups if "password reset link expired" in g["examples"])
     assert unhelpful["article_tried"] == "How do I reset my password?"
+
+
+async def test_exports_for_a_crm(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from kb.export import COLUMNS
+
+    await seed(services)
+    monkeypatch.setenv("HELPDESK_DATABASE__URL", services.settings.database.url)
+    monkeypatch.delenv("HELPDESK_CONFIG", raising=False)
+    runner = CliRunner()
+    tickets = await asyncio.to_thread(runner.invoke, app, ["export", "tickets", "--format", "csv"])
+    assert tickets.exit_code == 0, tickets.output
+    rows = list(csv.DictReader(io.StringIO(tickets.stdout)))
+    assert tuple(rows[0]) == COLUMNS["tickets"]
+    assert (rows[0]["state"], rows[0]["csat"]) == ("resolved", "4")
+    customers = await asyncio.to_thread(runner.invoke, app, ["export", "customers", "--format", "jsonl"])
+    lines = [json.loads(line) for line in customers.stdout.splitlines()]
+    assert len(lines) == 3 and tuple(lines[0]) == COLUMNS["customers"]
+    conversations = await asyncio.to_thread(
+        runner.invoke, app, ["export", "conversations", "--since", "3650"]
+    )
+    assert sum(row["escalated"] == "True" for row in csv.DictReader(io.StringIO(conversations.stdout))) == 1
+    bad = await asyncio.to_thread(runner.invoke, app, ["export", "orders"])
+    assert bad.exit_code == 2
+    absurd = await asyncio.to_thread(runner.invoke, app, ["report", "--since", "-5"])
+    assert absurd.exit_code == 2
+
+
+async def test_a_report_over_an_empty_database(services: Services) -> None:
+    figures = await service_report(services.sessions, since_days=7)
+    assert figures["conversations"] == 0 and figures["self_service_rate"] is None
+    assert render_report(figures).count("<svg") == 4

@@ -97,6 +97,7 @@ def test_glob_patterns_are_not_italics() -> None:
 
 
 def test_wrapped_lines_join_but_lists_and_hard_breaks_stay() -> None:
-    [out] = render_answer("We keep writing\nto the old address.\n\n1. One\n2. Two\n\n- a\n- b\n\nfirst  \nsecond")
+    source = "We keep writing\nto the old address.\n\n1. One\n2. Two\n\n- a\n- b\n\nfirst  \nsecond"
+    [out] = render_answer(source)
     expected = "We keep writing to the old address.\n\n1. One\n2. Two\n\n• a\n• b\n\nfirst\nsecond"
     assert out == expected
