@@ -304,6 +304,8 @@ def _print_ingest(report: Any) -> None:
             status = "[red]failed[/]" if f.failed else "ok"
             table.add_row(f.path, str(f.added), str(f.updated), str(f.unchanged), str(f.retired), status)
         out.print(table)
+    for warning in (w for f in report.files for w in f.warnings):
+        out.print(f"[yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
     for merged in report.merged:
         where = f"{merged.path}:{merged.line}" if merged.line else merged.path
         out.print(f"[yellow]duplicate[/] {where}: {merged.key} repeats {merged.into} word for word (merged)")

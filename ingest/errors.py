@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -21,6 +22,19 @@ class ParseError(IngestError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class ParseWarning:
+    """Something skipped on purpose while parsing (the file still ingests)."""
+
+    path: Path
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        return f"{where}: {self.reason}"
 
 
 class NoEntriesError(ParseError):

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingest.entry import Entry
-from ingest.errors import IngestError, NoEntriesError, ParseError
+from ingest.errors import IngestError, NoEntriesError, ParseError, ParseWarning
 from ingest.parsers import SUPPORTED_SUFFIXES, parse_file
 from kb import store
 from kb.articles import Findings, check_consistency, normalise
@@ -70,6 +70,7 @@ class FileResult:
     error: str | None = None
     line: int | None = None
     no_entries: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -137,6 +138,7 @@ class IngestReport:
                     "duplicates": f.duplicates,
                     "error": f.error,
                     "line": f.line,
+                    "warnings": f.warnings,
                 }
                 for f in self.files
             ],
@@ -246,7 +248,7 @@ def _plan(entries: Sequence[Entry], options: IngestOptions, result: FileResult) 
     return list(planned.values())
 
 
-def _read(path: Path, options: IngestOptions) -> list[Entry]:
+def _read(path: Path, options: IngestOptions, warnings: list[ParseWarning]) -> list[Entry]:
     """Parse one file, refusing empty and oversized ones before reading them."""
     size = path.stat().st_size
     if size == 0:
@@ -258,7 +260,7 @@ def _read(path: Path, options: IngestOptions) -> list[Entry]:
             f"file is {size / MB:.1f} MB; the limit is {options.max_file_bytes / MB:.0f} MB "
             "(ingest.max_file_mb)",
         )
-    return parse_file(path)
+    return parse_file(path, warnings=warnings)
 
 
 async def ingest_file(
@@ -270,7 +272,9 @@ async def ingest_file(
 ) -> FileResult:
     result = FileResult(path=str(path))
     try:
-        entries = await asyncio.to_thread(_read, path, options)
+        warnings: list[ParseWarning] = []
+        entries = await asyncio.to_thread(_read, path, options, warnings)
+        result.warnings = [str(w) for w in warnings]
     except NoEntriesError as exc:
         result.no_entries = True
         return result.fail(exc.reason)

@@ -472,7 +472,6 @@ def test_jsonl_line_separator_inside_a_string_is_not_a_line_break(tmp_path: Path
         ('{"question": "Q?", "answer": ', "invalid JSON"),
         ('["Q?", "A."]', "expected a JSON object, got an array"),
         ('{"answer": "A."}', "missing 'question'"),
-        ('{"question": "Q?", "answer": "  "}', "empty answer"),
         ('{"question": 5, "answer": "A."}', "'question' must be a string, got a number"),
         ('{"question": "Q?", "answer": "A.", "examples": [1]}', "'examples' must be a list of strings"),
         ('{"id": 1.5, "question": "Q?", "answer": "A."}', "'id' must be a string or an integer"),

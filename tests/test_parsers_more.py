@@ -709,3 +709,23 @@ def test_pdf_garbage(tmp_path: Path, content: bytes) -> None:
 )
 def test_detect_language(text: str, language: str | None) -> None:
     assert detect_language(text) == language
+
+
+def test_a_question_without_an_answer_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    from ingest.errors import ParseWarning
+
+    path = tmp_path / "scraped.jsonl"
+    path.write_text(
+        '{"questionText": "Q. Is it safe?", "answerText": "A. Yes."}\n'
+        '{"questionText": "How many cases?", "answerText": ""}\n'
+        '{"question": "Hours?", "answer": "9-5", "hasAnswer": false}\n'
+    )
+    warnings: list[ParseWarning] = []
+    [entry] = parse_file(path, warnings=warnings)
+    assert (entry.question, entry.answer) == ("Is it safe?", "Yes.")
+    assert [w.line for w in warnings] == [2, 3]
+    assert "question without an answer" in str(warnings[0])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "", "answer": ""}\n')
+    with pytest.raises(ParseError):
+        parse_file(broken)

@@ -16,6 +16,8 @@ EXPECTED = {  # entries per document
     "electron-faq/docs/faq.md": 10,
     "homebrew-faq/docs/FAQ.md": 28,
     "jhu-covid-faq-jsonl/data/scraping/schema_v0.3/FDA_v0.3.jsonl": 84,
+    "jhu-covid-faq-jsonl/data/scraping/schema_v0.3/CanadaPublicHealth_v0.3.jsonl": 27,
+    "jhu-covid-faq-jsonl/data/scraping/schema_v0.3/WhoMyth_v0.3.jsonl": 31,
     "rclone-faq/docs/content/faq.md": 18,
 }
 PARAPHRASES = {
@@ -35,9 +37,10 @@ async def test_every_shared_document_ingests_and_answers(services: Services, tmp
     added = {str(Path(f.path).relative_to(docs)): f.added for f in report.files if not f.failed}
     for name, count in EXPECTED.items():
         assert added.get(name) == count, (name, added.get(name))
-    failed = {str(Path(f.path).relative_to(docs)): (f.line, f.error) for f in report.failed}
-    # Two scraped files hold a record whose answer is empty: the file is refused, the line named.
-    assert all(error == "empty answerText" for _, error in failed.values()), failed
+    assert not report.failed
+    # Two scraped files hold one question whose answer is empty: skipped with a warning naming it.
+    warned = [w for f in report.files for w in f.warnings]
+    assert len(warned) == 2 and all("question without an answer" in w for w in warned), warned
     await services.kb.sync(services.sessions)
     for question, title in PARAPHRASES.items():
         decision = decide(await services.kb.search(question), services.thresholds)

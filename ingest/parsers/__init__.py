@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import codecs
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ingest.entry import Entry
-from ingest.errors import ParseError, UnsupportedFormatError
+from ingest.errors import ParseError, ParseWarning, UnsupportedFormatError
 
 __all__ = ["SUPPORTED_SUFFIXES", "parse_file"]
 
@@ -64,11 +65,16 @@ _BOMS = (
 )
 
 
-def parse_file(path: Path) -> list[Entry]:
-    """Parse one editor's document into entries, choosing the parser by suffix."""
+def parse_file(path: Path, *, warnings: list[ParseWarning] | None = None) -> list[Entry]:
+    """Parse one editor's document into entries, choosing the parser by suffix.
+
+    Parsers that skip records on purpose (a question without an answer) note them in ``warnings``.
+    """
     parser = _parser_for(path.suffix.lower())
     if parser is None:
         raise UnsupportedFormatError(path)
+    if "warnings" in inspect.signature(parser).parameters:
+        return parser(path, warnings=warnings)
     return parser(path)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.entry import Entry
-from ingest.errors import NoEntriesError, ParseError
+from ingest.errors import NoEntriesError, ParseError, ParseWarning
 from ingest.parsers import decode_utf8, make_entry, read_bytes, split_alternatives, split_tags
 
 __all__ = ["parse"]
@@ -54,15 +54,24 @@ class _RecordError(ValueError):
     """A record is wrong; the caller adds the path and line."""
 
 
-def parse(path: Path) -> list[Entry]:
-    """Read a ``.jsonl`` file (one object per line) or a ``.json`` document into entries."""
+class _Unanswered(_RecordError):
+    """A question whose answer is empty: not an entry (yet), skipped with a warning, not an error."""
+
+
+def parse(path: Path, *, warnings: list[ParseWarning] | None = None) -> list[Entry]:
+    """Read a ``.jsonl`` file (one object per line) or a ``.json`` document into entries.
+
+    A question with an empty answer (scraped datasets have them) is skipped and noted in
+    ``warnings``; any other bad record fails the file.
+    """
     text = decode_utf8(read_bytes(path), path)
+    warnings = warnings if warnings is not None else []
     if path.suffix.lower() == ".json":
-        return _parse_document(text, path)
-    return _parse_lines(text, path)
+        return _parse_document(text, path, warnings)
+    return _parse_lines(text, path, warnings)
 
 
-def _parse_lines(text: str, path: Path) -> list[Entry]:
+def _parse_lines(text: str, path: Path, warnings: list[ParseWarning]) -> list[Entry]:
     """One object per non-blank line."""
     entries: list[Entry] = []
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() splits on.
@@ -71,6 +80,8 @@ def _parse_lines(text: str, path: Path) -> list[Entry]:
             continue
         try:
             entries.append(_entry(_load_object(line), path, number))
+        except _Unanswered as exc:
+            warnings.append(ParseWarning(path, number, f"{exc}: skipped"))
         except _RecordError as exc:
             raise ParseError(path, number, str(exc)) from exc
     if not entries:
@@ -78,7 +89,7 @@ def _parse_lines(text: str, path: Path) -> list[Entry]:
     return entries
 
 
-def _parse_document(text: str, path: Path) -> list[Entry]:
+def _parse_document(text: str, path: Path, warnings: list[ParseWarning]) -> list[Entry]:
     """A list of objects, or an object holding one under a known key."""
     try:
         document = json.loads(text)
@@ -96,6 +107,8 @@ def _parse_document(text: str, path: Path) -> list[Entry]:
             if not isinstance(item, dict):
                 raise _RecordError(f"expected a JSON object, got {_json_type(item)}")
             entries.append(_entry(item, path, line, fallback_anchor=f"item {index}"))
+        except _Unanswered as exc:
+            warnings.append(ParseWarning(path, line, f"item {index}: {exc}: skipped"))
         except _RecordError as exc:
             raise ParseError(path, line, f"item {index}: {exc}") from exc
     return entries
@@ -196,7 +209,7 @@ def _entry(
 ) -> Entry:
     return make_entry(
         question=_MARKER.sub("", _required_text(record, _pick(record, _QUESTION_FIELDS)), count=1),
-        answer=_MARKER.sub("", _required_text(record, _pick(record, _ANSWER_FIELDS)), count=1),
+        answer=_MARKER.sub("", _answer(record), count=1),
         source_file=path,
         source_anchor=f"line {number}" if number is not None else (fallback_anchor or ""),
         key=_key(record),
@@ -205,6 +218,15 @@ def _entry(
         tags=_tags(record),
         line=number,
     )
+
+
+def _answer(record: dict[str, Any]) -> str:
+    name = _pick(record, _ANSWER_FIELDS)
+    value = record.get(name)
+    if record.get("hasAnswer") is False or (isinstance(value, str) and not value.strip()):
+        _required_text(record, _pick(record, _QUESTION_FIELDS))  # a real question, or a real error
+        raise _Unanswered(f"question without an answer ({name!r} is empty)")
+    return _required_text(record, name)
 
 
 def _pick(record: dict[str, Any], names: tuple[str, ...]) -> str:
