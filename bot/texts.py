@@ -7,7 +7,7 @@ the table of their language; agents the table of theirs, and the hand-over card 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape as _html_escape
 from pathlib import Path
 from typing import Any
@@ -460,7 +460,187 @@ EN = Texts(
     command_stats="Service figures of the last 7 and 30 days",
 )
 
-_TABLES: dict[str, Texts] = {"en": EN}
+# -- other languages: the customer's most frequent texts; the rest stays English -------------------
+
+CS = replace(
+    EN,
+    start=(
+        "Dobrý den, {name}! Jsem robot zákaznické podpory.\n\n"
+        "Zeptejte se vlastními slovy a odpovím z našich článků nápovědy, hned, ve dne i v noci. "
+        "Když si nebudu vědět rady, předám vás kolegovi.\n\nZkuste: <i>{example}</i>"
+    ),
+    source="Zdroj: {title}",
+    did_you_mean="Nejsem si jistý, že rozumím. Myslel(a) jste jedno z tohoto?",
+    no_answer=(
+        "Na tohle zatím odpověď nemám. Vaši otázku jsem si poznamenal, aby ji tým mohl doplnit.\n"
+        "Chcete se zeptat člověka?"
+    ),
+    no_answer_alone="Na tohle zatím odpověď nemám. Zkusíte se zeptat jinými slovy?",
+    empty_question="Napište prosím otázku slovy a já vyhledám odpověď.",
+    not_text="Zatím umím číst jen text. Napište prosím svou otázku.",
+    thanks_feedback="Děkujeme za zpětnou vazbu!",
+    sorry_feedback="Mrzí mě, že to nepomohlo. Zkuste otázku položit jinak, nebo se zeptejte člověka.",
+    error="Omlouváme se, u nás se něco pokazilo. Zkuste to prosím za chvíli znovu.",
+    button_helped="👍 Pomohlo",
+    button_not_helped="👎 Nepomohlo",
+    button_human="🙋 Zeptat se člověka",
+    button_connect="🙋 Ano, spojte mě s člověkem",
+)
+
+DE = replace(
+    EN,
+    start=(
+        "Hallo {name}! Ich bin der Support-Bot.\n\n"
+        "Stellen Sie Ihre Frage in eigenen Worten, und ich antworte sofort aus unseren Hilfeartikeln, "
+        "Tag und Nacht. Wenn ich nicht weiterweiß, verbinde ich Sie mit einem Menschen.\n\n"
+        "Zum Beispiel: <i>{example}</i>"
+    ),
+    source="Quelle: {title}",
+    did_you_mean="Ich bin nicht sicher, ob ich Sie verstanden habe. Meinten Sie eines davon?",
+    no_answer=(
+        "Darauf habe ich noch keine Antwort. Ich habe Ihre Frage notiert, damit unser Team sie ergänzt.\n"
+        "Möchten Sie einen Menschen fragen?"
+    ),
+    no_answer_alone="Darauf habe ich noch keine Antwort. Können Sie es mit anderen Worten versuchen?",
+    empty_question="Bitte schreiben Sie Ihre Frage in Worten, dann suche ich eine Antwort.",
+    not_text="Ich kann bisher nur Text lesen. Bitte schreiben Sie Ihre Frage.",
+    thanks_feedback="Danke für Ihr Feedback!",
+    sorry_feedback=(
+        "Schade, dass das nicht geholfen hat. "
+        "Formulieren Sie die Frage anders oder fragen Sie einen Menschen."
+    ),
+    error="Entschuldigung, bei uns ist etwas schiefgelaufen. Bitte versuchen Sie es gleich noch einmal.",
+    button_helped="👍 Hat geholfen",
+    button_not_helped="👎 Hat nicht geholfen",
+    button_human="🙋 Einen Menschen fragen",
+    button_connect="🙋 Ja, mit einem Menschen verbinden",
+)
+
+ES = replace(
+    EN,
+    start=(
+        "¡Hola, {name}! Soy el bot de atención al cliente.\n\n"
+        "Pregúntame con tus propias palabras y te responderé al instante con nuestros artículos de "
+        "ayuda, de día o de noche. Si no puedo ayudarte, te pasaré con una persona.\n\n"
+        "Prueba: <i>{example}</i>"
+    ),
+    source="Fuente: {title}",
+    did_you_mean="No estoy seguro de haberte entendido. ¿Te refieres a alguno de estos?",
+    no_answer=(
+        "Todavía no tengo respuesta para eso. He anotado tu pregunta para que el equipo la añada.\n"
+        "¿Quieres preguntar a una persona?"
+    ),
+    no_answer_alone="Todavía no tengo respuesta para eso. ¿Puedes preguntarlo con otras palabras?",
+    empty_question="Escribe tu pregunta con palabras y buscaré una respuesta.",
+    not_text="De momento solo puedo leer texto. Escribe tu pregunta, por favor.",
+    thanks_feedback="¡Gracias por tu opinión!",
+    sorry_feedback="Siento que no te haya ayudado. Prueba a reformular la pregunta o pregunta a una persona.",
+    error="Lo sentimos, algo ha fallado por nuestra parte. Inténtalo de nuevo en un momento.",
+    button_helped="👍 Me ayudó",
+    button_not_helped="👎 No me ayudó",
+    button_human="🙋 Preguntar a una persona",
+    button_connect="🙋 Sí, pásame con una persona",
+)
+
+RU = replace(
+    EN,
+    start=(
+        "Здравствуйте, {name}! Я бот службы поддержки.\n\n"
+        "Задайте вопрос своими словами, и я сразу отвечу по нашим справочным статьям, днём и ночью. "
+        "Если не смогу помочь, передам вас сотруднику.\n\nНапример: <i>{example}</i>"
+    ),
+    source="Источник: {title}",
+    did_you_mean="Не уверен, что правильно вас понял. Вы имели в виду одно из этого?",
+    no_answer=(
+        "У меня пока нет ответа на этот вопрос. Я записал его, чтобы команда добавила ответ.\n"
+        "Хотите спросить сотрудника?"
+    ),
+    no_answer_alone="У меня пока нет ответа на этот вопрос. Попробуете спросить другими словами?",
+    empty_question="Пожалуйста, напишите вопрос словами, и я поищу ответ.",
+    not_text="Пока я умею читать только текст. Пожалуйста, напишите свой вопрос.",
+    thanks_feedback="Спасибо за отзыв!",
+    sorry_feedback="Жаль, что это не помогло. Переформулируйте вопрос или спросите сотрудника.",
+    error="Извините, у нас что-то пошло не так. Попробуйте ещё раз через минуту.",
+    button_helped="👍 Помогло",
+    button_not_helped="👎 Не помогло",
+    button_human="🙋 Спросить сотрудника",
+    button_connect="🙋 Да, соедините с сотрудником",
+)
+
+ZH = replace(
+    EN,
+    start=(
+        "{name}，您好！我是客服机器人。\n\n"
+        "请用自己的话提问，我会立即根据我们的帮助文章回答，全天候在线。"
+        "如果我帮不上忙，会为您转接人工客服。\n\n试试：<i>{example}</i>"
+    ),
+    source="来源：{title}",
+    did_you_mean="我不太确定是否理解了您的意思。您是想问以下哪一个？",
+    no_answer="这个问题我暂时还没有答案。我已记下您的问题，团队会补充答案。\n需要转接人工客服吗？",
+    no_answer_alone="这个问题我暂时还没有答案。您能换个说法再问一次吗？",
+    empty_question="请用文字输入您的问题，我来为您查找答案。",
+    not_text="我目前只能读取文字。请输入您的问题。",
+    thanks_feedback="感谢您的反馈！",
+    sorry_feedback="很抱歉没能帮到您。您可以换个说法提问，或者咨询人工客服。",
+    error="抱歉，我们这边出了点问题。请稍后再试。",
+    button_helped="👍 有帮助",
+    button_not_helped="👎 没有帮助",
+    button_human="🙋 咨询人工客服",
+    button_connect="🙋 是的，转接人工客服",
+)
+
+EL = replace(
+    EN,
+    start=(
+        "Γεια σας, {name}! Είμαι το bot εξυπηρέτησης πελατών.\n\n"
+        "Κάντε την ερώτησή σας με δικά σας λόγια και θα απαντήσω αμέσως από τα άρθρα βοήθειας, "
+        "μέρα και νύχτα. Αν δεν μπορώ να βοηθήσω, θα σας συνδέσω με έναν άνθρωπο.\n\n"
+        "Δοκιμάστε: <i>{example}</i>"
+    ),
+    source="Πηγή: {title}",
+    did_you_mean="Δεν είμαι σίγουρος ότι κατάλαβα. Μήπως εννοείτε κάποιο από αυτά;",
+    no_answer=(
+        "Δεν έχω ακόμη απάντηση σε αυτό. Κατέγραψα την ερώτησή σας για να προστεθεί απάντηση.\n"
+        "Θέλετε να ρωτήσετε έναν άνθρωπο;"
+    ),
+    no_answer_alone="Δεν έχω ακόμη απάντηση σε αυτό. Μπορείτε να το ρωτήσετε με άλλα λόγια;",
+    empty_question="Γράψτε την ερώτησή σας με λέξεις και θα ψάξω για απάντηση.",
+    not_text="Προς το παρόν διαβάζω μόνο κείμενο. Γράψτε την ερώτησή σας.",
+    thanks_feedback="Ευχαριστούμε για τα σχόλιά σας!",
+    sorry_feedback="Λυπάμαι που δεν βοήθησε. Διατυπώστε αλλιώς την ερώτηση ή ρωτήστε έναν άνθρωπο.",
+    error="Συγγνώμη, κάτι πήγε στραβά σε εμάς. Δοκιμάστε ξανά σε λίγο.",
+    button_helped="👍 Βοήθησε",
+    button_not_helped="👎 Δεν βοήθησε",
+    button_human="🙋 Ρωτήστε έναν άνθρωπο",
+    button_connect="🙋 Ναι, συνδέστε με με έναν άνθρωπο",
+)
+
+FA = replace(
+    EN,
+    start=(
+        "سلام {name}! من ربات پشتیبانی هستم.\n\n"
+        "سؤالتان را با کلمات خودتان بپرسید تا فوراً از مقاله‌های راهنمای ما پاسخ بدهم، شبانه‌روز. "
+        "اگر نتوانم کمک کنم، شما را به یک همکار انسانی وصل می‌کنم.\n\nامتحان کنید: <i>{example}</i>"
+    ),
+    source="منبع: {title}",
+    did_you_mean="مطمئن نیستم منظورتان را فهمیده باشم. آیا منظورتان یکی از این‌هاست؟",
+    no_answer=(
+        "هنوز پاسخی برای این سؤال ندارم. سؤالتان را یادداشت کردم تا تیم پاسخ آن را اضافه کند.\n"
+        "می‌خواهید از یک همکار انسانی بپرسید؟"
+    ),
+    no_answer_alone="هنوز پاسخی برای این سؤال ندارم. می‌توانید آن را با کلمات دیگری بپرسید؟",
+    empty_question="لطفاً سؤالتان را با کلمات بنویسید تا پاسخ را پیدا کنم.",
+    not_text="فعلاً فقط می‌توانم متن بخوانم. لطفاً سؤالتان را بنویسید.",
+    thanks_feedback="از بازخورد شما متشکریم!",
+    sorry_feedback="متأسفم که کمکی نکرد. سؤال را به شکل دیگری بپرسید یا از یک همکار انسانی کمک بگیرید.",
+    error="متأسفیم، مشکلی در سمت ما پیش آمد. لطفاً کمی بعد دوباره امتحان کنید.",
+    button_helped="👍 کمک کرد",
+    button_not_helped="👎 کمک نکرد",
+    button_human="🙋 پرسیدن از یک همکار انسانی",
+    button_connect="🙋 بله، مرا به یک همکار وصل کنید",
+)
+
+_TABLES: dict[str, Texts] = {"en": EN, "cs": CS, "de": DE, "es": ES, "ru": RU, "zh": ZH, "el": EL, "fa": FA}
 
 
 def texts_for(language: str | None) -> Texts:

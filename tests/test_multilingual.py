@@ -192,3 +192,21 @@ async def test_bitcoin_xling_recall_does_not_regress(multilingual: Services) -> 
     queries = read_queries(data / "queries.jsonl")[::3]
     figures = await asyncio.to_thread(evaluate, multilingual.kb, queries, multilingual.thresholds)
     assert figures["recall_at_1"] >= 0.75
+
+
+async def test_customers_get_the_bots_texts_in_their_language(harness) -> None:
+    from bot.sandbox import User
+
+    czech = User(8801, "Jana", language_code="cs")
+    greeting = await harness.say(czech, "/start")
+    assert greeting.plain_text.startswith("Dobrý den, Jana!")
+    chinese = User(8802, "李", language_code="zh-hans")
+    reply = await harness.say(chinese, "你们卖比萨饼吗？还有披萨外卖的营业时间是多少？")
+    # Whatever the decision, the bot's own words are Chinese: footer, "did you mean" or "no answer".
+    assert any(marker in reply.plain_text for marker in ("来源：", "您是想问", "暂时还没有答案")), (
+        reply.plain_text
+    )
+    persian = User(8803, "Sara", language_code="fa")
+    harness.sandbox.send_sticker(chat=persian.id, user=persian)
+    note = await harness.sandbox.wait_for_bot_message(persian.id)
+    assert note.plain_text.startswith("فعلاً فقط")
