@@ -21,6 +21,7 @@ from rich.table import Table
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, HelpdeskError
+from bot.logs import setup_logging
 from kb.errors import KbError
 
 T = TypeVar("T")
@@ -70,14 +71,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise _fail(str(exc), 2) from None
 
 
-def _setup_logging(level: int) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if _State.verbose else level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "sentence_transformers", "aiogram.event"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(level: int, settings: Settings | None = None) -> None:
+    secrets = [settings.telegram.token.get_secret_value()] if settings is not None else []
+    setup_logging(logging.DEBUG if _State.verbose else level, secrets=secrets)
 
 
 @app.callback()
@@ -804,7 +800,7 @@ def run() -> None:
             "(or [telegram] token in the config)",
             2,
         )
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, settings)
     _run(run_polling(settings))
 
 
