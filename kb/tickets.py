@@ -478,46 +478,30 @@ class Tickets:
     ) -> None:
         """Keep an agent's message that does not go to the customer (a note, or one that could
         not be delivered because the ticket is closed)."""
-        async with session.begin():
-            ticket = await session.get(Ticket, ticket_id)
-            if ticket is None or ticket.conversation_id is None:
-                return
-            session.add(
-                Message(
-                    conversation_id=ticket.conversation_id,
-                    direction=Direction.OUT,
-                    author=Author.AGENT,
-                    chat_id=chat_id,
-                    telegram_message_id=topic_message_id,
-                    content_type="text",
-                    text=text,
-                    decision=kind,
-                    ticket_id=ticket.id,
-                    agent_id=agent.telegram_id,
-                )
-            )
+        await _log_on_ticket(
+            session,
+            ticket_id,
+            author=Author.AGENT,
+            chat_id=chat_id,
+            telegram_message_id=topic_message_id,
+            text=text,
+            decision=kind,
+            agent_id=agent.telegram_id,
+        )
 
     async def bot_said(
         self, session: AsyncSession, *, ticket_id: int, text: str, decision: str, telegram_message_id: int
     ) -> None:
         """Log what the bot told the customer about their ticket (e.g. the closing message)."""
-        async with session.begin():
-            ticket = await session.get(Ticket, ticket_id)
-            if ticket is None or ticket.conversation_id is None:
-                return
-            session.add(
-                Message(
-                    conversation_id=ticket.conversation_id,
-                    direction=Direction.OUT,
-                    author=Author.BOT,
-                    chat_id=ticket.chat_id or 0,
-                    telegram_message_id=telegram_message_id,
-                    content_type="text",
-                    text=text,
-                    decision=decision,
-                    ticket_id=ticket.id,
-                )
-            )
+        await _log_on_ticket(
+            session,
+            ticket_id,
+            author=Author.BOT,
+            chat_id=None,
+            telegram_message_id=telegram_message_id,
+            text=text,
+            decision=decision,
+        )
 
     async def customer_messages(self, session: AsyncSession, *, ticket_id: int) -> int:
         """How many messages the customer sent since the ticket opened."""
@@ -742,3 +726,26 @@ async def _view(session: AsyncSession, ticket: Ticket) -> TicketView:
         resolved_at=ticket.resolved_at,
         outcome=ticket.outcome,
     )
+
+
+async def _log_on_ticket(
+    session: AsyncSession, ticket_id: int, *, author: Author, chat_id: int | None, **fields: object
+) -> None:
+    """Store an outgoing text message in the ticket's conversation (no-op for a gone ticket).
+
+    ``chat_id`` None means the customer's chat."""
+    async with session.begin():
+        ticket = await session.get(Ticket, ticket_id)
+        if ticket is None or ticket.conversation_id is None:
+            return
+        session.add(
+            Message(
+                conversation_id=ticket.conversation_id,
+                direction=Direction.OUT,
+                author=author,
+                chat_id=(ticket.chat_id or 0) if chat_id is None else chat_id,
+                content_type="text",
+                ticket_id=ticket.id,
+                **fields,
+            )
+        )
