@@ -206,13 +206,7 @@ class Tickets:
     async def open_for(self, session: AsyncSession, *, telegram_id: int) -> TicketView | None:
         """The customer's open ticket, if any (read-only)."""
         async with session.begin():
-            ticket = await session.scalar(
-                select(Ticket)
-                .join(Customer, Customer.id == Ticket.customer_id)
-                .where(Customer.telegram_id == telegram_id, Ticket.state.in_(OPEN_STATES))
-                .order_by(Ticket.id.desc())
-                .limit(1)
-            )
+            ticket = await open_ticket_of(session, telegram_id=telegram_id)
             return await _view(session, ticket) if ticket else None
 
     async def customer_message(
@@ -303,11 +297,7 @@ class Tickets:
     async def cancel(self, session: AsyncSession, *, telegram_id: int) -> TicketView | None:
         """The customer hands the conversation back to the bot; None when nothing was open."""
         async with session.begin():
-            ticket = await session.scalar(
-                select(Ticket)
-                .join(Customer, Customer.id == Ticket.customer_id)
-                .where(Customer.telegram_id == telegram_id, Ticket.state.in_(OPEN_STATES))
-            )
+            ticket = await open_ticket_of(session, telegram_id=telegram_id)
             if ticket is None:
                 return None
             await _end(session, ticket, state=TicketState.BOT, outcome="cancelled")
@@ -571,12 +561,17 @@ class Tickets:
 # -- data access: keyword-only, the session given, no commits ----------------------------------
 
 
-async def open_ticket_of(session: AsyncSession, *, customer_id: int) -> Ticket | None:
+async def open_ticket_of(
+    session: AsyncSession, *, customer_id: int | None = None, telegram_id: int | None = None
+) -> Ticket | None:
+    """The customer's open ticket (the newest, should there be several), by either id."""
+    query = select(Ticket).where(Ticket.state.in_(OPEN_STATES)).order_by(Ticket.id.desc()).limit(1)
+    if customer_id is not None:
+        return await session.scalar(query.where(Ticket.customer_id == customer_id))
+    if telegram_id is None:
+        raise TypeError("open_ticket_of needs customer_id or telegram_id")
     return await session.scalar(
-        select(Ticket)
-        .where(Ticket.customer_id == customer_id, Ticket.state.in_(OPEN_STATES))
-        .order_by(Ticket.id.desc())
-        .limit(1)
+        query.join(Customer, Customer.id == Ticket.customer_id).where(Customer.telegram_id == telegram_id)
     )
 
 

@@ -161,7 +161,7 @@ async def test_consistency_findings(services: Services, tmp_path: Path) -> None:
     ("name", "content", "reason"),
     [
         ("empty.md", b"", "empty file"),
-        ("garbage.csv", bytes(range(256)) * 8, ""),
+        ("garbage.csv", bytes(range(256)) * 8, "cannot be decoded"),
         ("noheader.csv", b"foo,bar\n1,2\n", "missing column"),
         ("nothing.md", b"Just some text without any headings.\n", "no questions found"),
     ],
