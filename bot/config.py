@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -41,11 +41,24 @@ class TelegramSettings(_Section):
     agents_chat_id: int = 0  # the forum supergroup of the agents; 0 = escalation off
     agents: list[int] = Field(default_factory=list)  # agent user ids; empty = every member
     editors: list[int] = Field(default_factory=list)  # user ids who may ingest by sending a document
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""  # public HTTPS URL Telegram posts updates to (webhook mode)
+    webhook_listen: str = "127.0.0.1:8080"  # host:port the webhook server binds
+    webhook_secret: SecretStr = SecretStr("")  # X-Telegram-Bot-Api-Secret-Token; required in webhook mode
 
     @model_validator(mode="after")
     def _check_url(self) -> Self:
         if self.api_url and not self.api_url.startswith(("http://", "https://")):
             raise ValueError("api_url must start with http:// or https://")
+        if self.mode == "webhook":
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ValueError("webhook mode needs webhook_url, e.g. https://bot.example.com/telegram")
+            secret = self.webhook_secret.get_secret_value()
+            if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
+                raise ValueError(
+                    "webhook mode needs webhook_secret: 16-256 characters of A-Z, a-z, 0-9, _ and -"
+                )
+        _host_port(self.webhook_listen)
         return self
 
     @field_validator("agents_chat_id")
@@ -63,6 +76,42 @@ class TelegramSettings(_Section):
     def _check_agents(cls, value: list[int]) -> list[int]:
         if any(agent <= 0 for agent in value):
             raise ValueError("must list Telegram user ids (positive numbers), e.g. [12345678]")
+        return value
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    """``"host:port"`` -> (host, port); a ValueError names the expected shape."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class DeliverySettings(_Section):
+    """The inbox (updates stored before they are confirmed) and the sending of replies."""
+
+    instance: str = ""  # this replica's name in inbox claims; empty = the host name
+    pacing: Literal["telegram", "none"] = "telegram"  # "none" only against a sandbox
+    send_retries: int = Field(default=5, ge=0, le=50)  # retries of one Bot API call (429, 5xx, network)
+    max_attempts: int = Field(default=5, ge=1, le=100)  # processings of one update before it is given up
+    lease_seconds: float = Field(default=60.0, gt=0)  # a claimed update is reclaimable after this
+    stop_timeout: float = Field(default=8.0, gt=0)  # SIGTERM: seconds to finish in-flight updates
+
+
+class SecuritySettings(_Section):
+    flood_burst: int = Field(default=8, ge=1, le=1000)  # messages a customer may send at once...
+    flood_per_minute: int = Field(default=30, ge=1, le=6000)  # ...and in a sustained flow
+
+
+class MetricsSettings(_Section):
+    listen: str = ""  # e.g. "127.0.0.1:9108": serve /healthz and /metrics; empty = off
+    max_outbox_depth: int = Field(default=1000, ge=1)  # /healthz fails above this many unsent calls
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value:
+            _host_port(value)
         return value
 
 
@@ -154,6 +203,9 @@ class Settings(BaseSettings):
     helpdesk: HelpdeskSettings = HelpdeskSettings()
     ingest: IngestSettings = IngestSettings()
     privacy: PrivacySettings = PrivacySettings()
+    delivery: DeliverySettings = DeliverySettings()
+    security: SecuritySettings = SecuritySettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
