@@ -9,13 +9,19 @@ TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup lint format bench eval clean
+# The suite on PostgreSQL: a role that may CREATE DATABASE (.ci/run sets this one up).
+PG_TEST_URL ?= postgresql+asyncpg://helpdesk:helpdesk@127.0.0.1:5432/helpdesk_test
+
+.PHONY: demo test test-postgres setup lint format bench eval clean
 
 demo: $(STAMP)
 	$(BIN)/helpdesk demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-postgres: $(STAMP)
+	HELPDESK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(BIN)/python -m pytest -q
 
 setup: $(STAMP)
 

@@ -2,9 +2,13 @@
 
 App-wide services live in the dispatcher's workflow data (``helpdesk``, ``kb``, ``settings``,
 ``desk`` for the agents' forum, ``sender`` for paced sending, ``reviews`` for the editors' review
-of suggestions); handlers ask for them by parameter name. Outer middlewares, in order: one turn
-at a time per chat (and albums as one), a database session per update, the user's language table
-(``texts``).
+of suggestions; ``inbox``, ``journal`` and ``stop`` once serving); handlers ask for them by
+parameter name. Outer middlewares, in order: the update's fields for every log line, one turn at
+a time per chat (and albums as one), a database session per update, the user's language table
+(``texts``), per-customer flood control.
+
+:func:`serve` receives updates (long polling or the webhook) into the inbox and runs the
+background jobs; see :mod:`bot.delivery` for what is guaranteed.
 """
 
 from __future__ import annotations
@@ -12,21 +16,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, ErrorEvent, TelegramObject, User
 
-from bot.config import Settings
+from bot import delivery, metrics
+from bot.config import Settings, _host_port
 from bot.editing import EditorDesk
-from bot.errors import ConfigError
+from bot.errors import BotApiUnreachable, ConfigError
+from bot.flood import FloodControl
 from bot.handover import Desk
+from bot.logs import LogContextMiddleware
 from bot.middlewares import DbSessionMiddleware
 from bot.pacing import PacedSender, Pacing
 from bot.reviewing import Reviews
@@ -62,11 +72,14 @@ def build_bot(settings: Settings) -> Bot:
         raise ConfigError("telegram.token is not set: put it in HELPDESK_TELEGRAM__TOKEN")
     api_url = settings.telegram.api_url.rstrip("/")
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
-    return Bot(
+    bot = Bot(
         token,
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
+    # retries (429, 5xx, network) from the first call; serving adds the journal
+    delivery.install_journal(bot, delivery.Journal(None, retries=settings.delivery.send_retries))
+    return bot
 
 
 def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dispatcher:
@@ -82,9 +95,11 @@ def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dis
     sender = PacedSender(pacing)
     desk = Desk(settings, sessions=services.sessions, tickets=Tickets(), helpdesk=helpdesk, sender=sender)
     dp = Dispatcher(settings=settings, kb=services.kb, helpdesk=helpdesk, desk=desk, sender=sender)
+    dp.update.outer_middleware(LogContextMiddleware())  # first: the update's fields in every log line
     dp.update.outer_middleware(ChatSequencer())
     dp.update.outer_middleware(DbSessionMiddleware(services.sessions))
     dp.update.outer_middleware(TextsMiddleware())
+    dp.update.outer_middleware(FloodControl(settings))  # needs the session (stores) and the texts
     reviews = None
     if settings.telegram.editors:  # editors' documents go before the customers' router
         editor_ids = frozenset(settings.telegram.editors)
@@ -107,8 +122,21 @@ def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dis
 
 
 async def on_error(event: ErrorEvent, bot: Bot) -> None:
-    """Log the detail; tell the person, plainly, that it was our fault (in their forum topic)."""
+    """Log the detail; tell the person, plainly, that it was our fault (in their forum topic).
+
+    A transient failure (Telegram or the database unreachable) of an update that the inbox will
+    process again is only logged: the person gets the real answer shortly."""
+    metrics.count_error(event.exception)
     update = event.update
+    scope = delivery.current_scope()
+    if scope is not None:
+        scope.failure = event.exception
+        if delivery.is_transient(event.exception) and not scope.final:
+            log.warning("update %s: %r; it will be processed again", update.update_id, event.exception)
+            return
+    if isinstance(event.exception, TelegramForbiddenError):  # blocked by the person, or removed
+        log.warning("update %s: %s", update.update_id, event.exception.message)
+        return
     log.error("update %s failed: %r", update.update_id, event.exception, exc_info=event.exception)
     chat_id, user, thread = None, None, None
     message = update.message or update.edited_message
@@ -158,11 +186,13 @@ async def set_commands(bot: Bot, settings: Settings | None = None) -> None:
 
 
 async def keep_kb_fresh(services: Services, interval: float) -> None:
-    """Follow the database: pick up what another process (``helpdesk ingest``) changed."""
+    """Follow the database: pick up what another process (``helpdesk ingest``) changed, and
+    embed a few seconds' worth of what the secondary model still lacks (``kb.backlog``)."""
     while True:
         await asyncio.sleep(interval)
         try:
             await services.kb.sync(services.sessions)
+            await services.kb.catch_up(services.sessions)
         except (KbError, OSError) as exc:
             log.warning("could not refresh the knowledge base: %s", exc)
         except Exception:
@@ -170,15 +200,20 @@ async def keep_kb_fresh(services: Services, interval: float) -> None:
 
 
 PURGE_EVERY = 86400.0  # seconds: the retention purge runs daily (and once at start)
+INBOX_KEPT = timedelta(days=2)  # processed updates are remembered this long (webhook redeliveries)
 
 
 async def purge_daily(services: Services, *, every: float = PURGE_EVERY) -> None:
-    """``[privacy] retention_days``: drop conversations older than that, daily."""
+    """``[privacy] retention_days``: drop conversations older than that, daily; and processed
+    updates older than :data:`INBOX_KEPT`."""
     days = services.settings.privacy.retention_days
     while True:
         try:
-            erased = await purge(services.sessions, older_than_days=days)
-            if erased.conversations or erased.customers:
+            forgotten = await delivery.forget_done(services.sessions, older_than=INBOX_KEPT)
+            if forgotten:
+                log.info("inbox: forgot %d updates processed over %s ago", forgotten, INBOX_KEPT)
+            erased = await purge(services.sessions, older_than_days=days) if days else None
+            if erased is not None and (erased.conversations or erased.customers):
                 log.info("retention purge (older than %d days): %s", days, erased.as_dict())
         except (KbError, OSError) as exc:
             log.warning("the retention purge failed: %s", exc)
@@ -187,37 +222,114 @@ async def purge_daily(services: Services, *, every: float = PURGE_EVERY) -> None
         await asyncio.sleep(every)
 
 
-async def serve(services: Services, bot: Bot, dp: Dispatcher, *, handle_signals: bool = True) -> None:
-    """Long-poll until stopped, with the KB refresher (and the retention purge) alongside."""
-    refresher = asyncio.create_task(keep_kb_fresh(services, services.settings.kb.refresh_seconds))
-    background = [refresher]
-    if services.settings.privacy.retention_days:
-        background.append(asyncio.create_task(purge_daily(services)))
+async def serve(
+    services: Services,
+    bot: Bot,
+    dp: Dispatcher,
+    *,
+    handle_signals: bool = True,
+    pacing: Pacing | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Receive (long polling or the webhook) until stopped, through the inbox, with the KB
+    refresher, the inbox sweeper (and the retention purge) alongside. SIGTERM/SIGINT (or
+    ``dp["stop"].set()``) stop receiving; in-flight updates get ``delivery.stop_timeout`` seconds,
+    what is left stays in the inbox for the next start."""
+    settings = services.settings
+    pacing = pacing or Pacing()
+    journal = delivery.install_journal(
+        bot,
+        delivery.Journal(
+            services.sessions,
+            retries=settings.delivery.send_retries,
+            backoff=pacing.backoff,
+            on_retry=lambda reason: metrics.SEND_RETRIES.labels(reason=reason).inc(),
+        ),
+    )
+    inbox = delivery.Inbox(
+        services.sessions, dp, bot, settings.delivery, retry_pause=max(pacing.backoff, 0.05)
+    )
+    inbox.on_received = metrics.UPDATES_RECEIVED.inc
+    inbox.on_processed = lambda outcome: metrics.UPDATES_PROCESSED.labels(outcome=outcome).inc()
+    sender: PacedSender = dp["sender"]
+
+    async def outbox_depth() -> int:
+        """Updates not yet processed, plus calls queued for pacing."""
+        return await delivery.depth(services.sessions) + sender.pending()
+
+    stop = asyncio.Event()
+    dp.workflow_data.update(inbox=inbox, journal=journal, stop=stop)
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    background = [asyncio.create_task(keep_kb_fresh(services, settings.kb.refresh_seconds))]
+    background.append(asyncio.create_task(purge_daily(services)))
+    receiver: asyncio.Task[None] | None = None
+    exits = contextlib.AsyncExitStack()
+    await exits.enter_async_context(
+        metrics.metrics_server(settings, services, bot, outbox_depth=outbox_depth)
+    )
+    await dp.emit_startup(bot=bot, bots=[bot], dispatcher=dp, **dp.workflow_data)
     try:
-        await bot.delete_webhook(drop_pending_updates=False)
-        await set_commands(bot, services.settings)
-        await dp.start_polling(
-            bot,
-            handle_signals=handle_signals,
-            close_bot_session=False,
-            polling_timeout=services.settings.telegram.poll_timeout,
-            allowed_updates=dp.resolve_used_update_types(),
+        await set_commands(bot, settings)
+        allowed = dp.resolve_used_update_types()
+        recovered = await inbox.claim_due(recovering=True)
+        if recovered:
+            log.info("inbox: %d updates left from the last run are being processed", recovered)
+        background.append(
+            asyncio.create_task(inbox.sweep(min(settings.delivery.lease_seconds / 3, 1.0), stop))
         )
+        telegram = settings.telegram
+        if telegram.mode == "webhook":
+            secret = telegram.webhook_secret.get_secret_value()
+            listen = _host_port(telegram.webhook_listen)
+            path = urlsplit(telegram.webhook_url).path or "/"
+            runner = await delivery.start_webhook(inbox, bot, listen=listen, path=path, secret=secret)
+            exits.push_async_callback(runner.cleanup)
+            await bot.set_webhook(
+                telegram.webhook_url, secret_token=secret, allowed_updates=allowed, drop_pending_updates=False
+            )
+            receiver = asyncio.create_task(stop.wait())
+        else:
+            await bot.delete_webhook(drop_pending_updates=False)
+            receiver = asyncio.create_task(
+                delivery.poll(bot, inbox, stop, poll_timeout=telegram.poll_timeout, allowed_updates=allowed)
+            )
+        if ready is not None:
+            ready.set()
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({receiver, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if receiver.done():
+            receiver.result()  # raises what stopped it
     finally:
+        stop.set()
+        if receiver is not None and not receiver.done():
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+        late = await inbox.drain(settings.delivery.stop_timeout)
+        if late:
+            log.warning("stopping: %d updates unfinished; they stay in the inbox for the next start", late)
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await dp.emit_shutdown(bot=bot, bots=[bot], dispatcher=dp, **dp.workflow_data)
+        await exits.aclose()
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
 
 
 @contextlib.asynccontextmanager
 async def polling(services: Services, bot: Bot, *, pacing: Pacing | None = None) -> AsyncIterator[Dispatcher]:
     """Run the bot in the background for the body of the ``async with`` (demo and tests)."""
     dp = build_dispatcher(services, pacing=pacing)
-    started = asyncio.Event()
-    dp.startup.register(started.set)
-    task = asyncio.create_task(serve(services, bot, dp, handle_signals=False))
-    waiter = asyncio.create_task(started.wait())
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(services, bot, dp, handle_signals=False, pacing=pacing, ready=ready))
+    waiter = asyncio.create_task(ready.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         waiter.cancel()
@@ -226,16 +338,30 @@ async def polling(services: Services, bot: Bot, *, pacing: Pacing | None = None)
         yield dp
     finally:
         if not task.done():
-            await dp.stop_polling()
+            dp["stop"].set()
         await task
 
 
 async def run_polling(settings: Settings) -> None:
+    """``helpdesk run``: the bot until SIGTERM/SIGINT, in polling or webhook mode."""
     bot = build_bot(settings)
+    pacing = Pacing.fast() if settings.delivery.pacing == "none" else Pacing()
     try:
         async with open_services(settings) as services:
-            me = await bot.get_me()
-            log.info("running as @%s with %d articles", me.username, services.kb.size)
-            await serve(services, bot, build_dispatcher(services))
+            api = settings.telegram.api_url or "https://api.telegram.org"
+            try:
+                me = await bot.get_me()
+            except TelegramUnauthorizedError:
+                raise ConfigError(f"telegram.token: the Bot API at {api} does not accept it") from None
+            except TelegramAPIError as exc:
+                raise BotApiUnreachable(f"cannot reach the Bot API at {api}: {exc.message}") from None
+            log.info(
+                "running as @%s with %d articles (%s mode, replica %s)",
+                me.username,
+                services.kb.size,
+                settings.telegram.mode,
+                delivery.instance_name(settings.delivery),
+            )
+            await serve(services, bot, build_dispatcher(services, pacing=pacing), pacing=pacing)
     finally:
         await bot.session.close()

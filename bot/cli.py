@@ -21,7 +21,7 @@ from rich.table import Table
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, HelpdeskError
-from bot.logs import setup_logging
+from bot.logs import secrets_of, setup_logging
 from kb.errors import KbError
 
 T = TypeVar("T")
@@ -48,6 +48,7 @@ log = logging.getLogger("helpdesk")
 class _State:
     config: Path | None = None
     verbose: bool = False
+    settings: Settings | None = None  # as loaded by the command, for the secrets to mask in logs
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -57,7 +58,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _settings() -> Settings:
     try:
-        return load_settings(_State.config)
+        _State.settings = load_settings(_State.config)
+        return _State.settings
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
 
@@ -72,7 +74,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _setup_logging(level: int, settings: Settings | None = None) -> None:
-    secrets = [settings.telegram.token.get_secret_value()] if settings is not None else []
+    settings = settings or _State.settings
+    secrets = secrets_of(settings) if settings is not None else []  # token, webhook secret, DB password
     setup_logging(logging.DEBUG if _State.verbose else level, secrets=secrets)
 
 
@@ -733,6 +736,32 @@ def kb_stats(
             str(row["not_helped"]), str(row["escalated_after"]), rate,
         )  # fmt: skip
     out.print(table)
+    _print_backlog(settings)
+
+
+def _print_backlog(settings: Settings) -> None:
+    """How many live versions still wait for the multilingual model's vectors (``kb.backlog``)."""
+    from kb.backlog import backlog_of
+    from kb.encoder import deferred_model_ids
+
+    model_ids = deferred_model_ids(settings.kb.model, settings.kb.multilingual_model)
+    if not model_ids:
+        return
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as session:
+            return await backlog_of(session, model_ids=model_ids)
+
+    for backlog in _sessions_run(settings, work):
+        waiting = (
+            f"{backlog.pending} waiting (a running bot or the next ingest embeds them)"
+            if backlog.pending
+            else "none waiting"
+        )
+        out.print(
+            f"vectors of {backlog.model_id}: {backlog.done} of {backlog.live} live versions; {waiting}",
+            highlight=False,
+        )
 
 
 @privacy_app.command("purge")
@@ -790,7 +819,7 @@ def privacy_export(
 
 @app.command()
 def run() -> None:
-    """Run the bot with long polling against telegram.api_url."""
+    """Run the bot (long polling, or the webhook with telegram.mode = "webhook") until SIGTERM."""
     from bot.app import run_polling
 
     settings = _settings()

@@ -240,6 +240,8 @@ async def run_demo(
                         update={"url": f"sqlite+aiosqlite:///{tmp}/demo.db"}
                     ),
                     "kb": settings.kb.model_copy(update={"index_dir": Path(tmp) / "index"}),
+                    # the scripted customer types far faster than a person: no slow-down notice
+                    "security": settings.security.model_copy(update={"flood_burst": 100}),
                     "telegram": settings.telegram.model_copy(
                         update={
                             "api_url": sandbox.url,

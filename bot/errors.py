@@ -1,7 +1,8 @@
 """Errors of the Telegram side of the helpdesk.
 
-HelpdeskError       root of this package
-└── ConfigError     the configuration is missing, malformed or invalid (exit status 2)
+HelpdeskError           root of this package
+├── ConfigError         the configuration is missing, malformed or invalid (exit status 2)
+└── BotApiUnreachable   the Bot API at telegram.api_url does not answer at start
 """
 
 
@@ -11,3 +12,7 @@ class HelpdeskError(Exception):
 
 class ConfigError(HelpdeskError):
     """The configuration cannot be used; the message names the key and the problem."""
+
+
+class BotApiUnreachable(HelpdeskError):
+    """The bot cannot reach the Bot API at start; the message names the URL and the reason."""

@@ -59,7 +59,7 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import keyboards
+from bot import delivery, keyboards, metrics
 from bot.config import Settings
 from bot.forum import (
     PREVIEW_CHARS,
@@ -70,8 +70,9 @@ from bot.forum import (
     topic_name,
     transcript_text,
 )
+from bot.logs import bind_log_context
 from bot.pacing import PacedSender
-from bot.render import escape, render_answer
+from bot.render import LIMIT, escape, render_answer
 from bot.texts import EN, Texts, texts_for
 from kb.analytics import service_report
 from kb.conversations import Helpdesk, Person
@@ -258,6 +259,7 @@ class Desk:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coroutine)
+        delivery.track(task)  # the update that spawned it is done once it is
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -274,7 +276,9 @@ class Desk:
     async def open_ticket(self, session: AsyncSession, *, telegram_id: int) -> TicketView | None:
         if not self.enabled:
             return None
-        return await self.tickets.open_for(session, telegram_id=telegram_id)
+        ticket = await self.tickets.open_for(session, telegram_id=telegram_id)
+        bind_log_context(ticket_id=ticket.id if ticket else None)
+        return ticket
 
     async def escalate(
         self, session: AsyncSession, *, person: Person, chat_id: int, reason: str
@@ -283,6 +287,8 @@ class Desk:
         if not self.enabled:
             return None
         opened = await self.tickets.open(session, person=person, chat_id=chat_id, reason=reason)
+        bind_log_context(ticket_id=opened.ticket.id)
+        metrics.escalated(new=opened.is_new)
         now = utcnow()
         opens_at = None
         if self.hours is not None and not self.hours.is_open(now):
@@ -369,7 +375,8 @@ class Desk:
         copy_id = await self.tickets.counterpart(
             session, ticket_id=ticket.id, message_id=message.message_id, in_topic=False
         )
-        text = f"{self.texts.customer_edited}\n{message.html_text}"
+        notice = self.texts.customer_edited
+        text = f"{notice}\n{_edited_text(message, room=LIMIT - len(notice) - 1)}"
         reply = ReplyParameters(message_id=copy_id, allow_sending_without_reply=True) if copy_id else None
         future = self._to_topic(
             ticket.id,
@@ -417,6 +424,7 @@ class Desk:
             moved = self._moved.get(topic_id)
             if moved is not None:
                 ticket = await self.tickets.by_topic(session, topic_id=moved)
+        bind_log_context(ticket_id=ticket.id if ticket else None)
         return ticket
 
     async def relay_from_agent(
@@ -780,6 +788,7 @@ class Desk:
     async def forget(self, session: AsyncSession, *, telegram_id: int) -> Erased | None:
         """A customer's ``/forget``: erase their data; their topics are told, closed and blanked."""
         erased = await forget_customer(session, telegram_id=telegram_id)
+        delivery.erased(telegram_id)  # what is still said to them now is not journaled
         if erased is None:
             return None
         if erased.kb_changed:
@@ -1062,3 +1071,12 @@ class Desk:
             await future
         except TelegramAPIError as exc:
             log.warning("%s: %s", what, exc)
+
+
+def _edited_text(message: Message, *, room: int) -> str:
+    """The edited message as HTML; cut (plain, with "…") when it would not fit in ``room``
+    characters, as a 4096-character edit under the notice line would not."""
+    plain = message.text or message.caption or ""
+    if len(plain) <= room:
+        return message.html_text
+    return escape(plain[: room - 1] + "…")

@@ -1,4 +1,16 @@
-"""Inline keyboards and their callback data."""
+"""Inline keyboards and their callback data.
+
+Callback data names a thing (a stored message, an article version, a ticket, a suggestion) and
+never proves anything: a modified client can send any data with a press. So every handler
+checks on the server that the presser may act on what the data names (see
+:mod:`bot.routers`): the stored message or ticket belongs to them, the ticket is the one of the
+topic the button was pressed in, the presser is an editor; and where nothing on the server says
+what was offered (the "did you mean" articles, the agents' "Send" buttons), the data must be one
+of the buttons of the message it was pressed on, as Telegram has that message
+(:func:`offers`). Free-text fields only take the values these keyboards produce
+(:data:`HUMAN_REASONS`; the routers filter the ``action`` of :class:`TicketCb` and
+:class:`ReviewCb`, one handler per action).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +21,7 @@ from bot.texts import EditorTexts, Texts
 from kb.conversations import Shown
 
 TITLE_LIMIT = 60
+HUMAN_REASONS = frozenset({"no_answer", "not_helpful", "no_match", "unanswered"})  # HumanCb.reason
 
 
 class FeedbackCb(CallbackData, prefix="fb"):
@@ -85,7 +98,16 @@ def ask_human(texts: Texts, reason: str, *, label: str | None = None) -> InlineK
     )
 
 
+def offers(markup: InlineKeyboardMarkup | None, data: str | None) -> bool:
+    """Whether ``data`` is the callback data of one of the buttons of ``markup``."""
+    if markup is None or not data:
+        return False
+    return any(button.callback_data == data for row in markup.inline_keyboard for button in row)
+
+
 def _short(title: str) -> str:
+    """A button label: one line, at most ``TITLE_LIMIT`` characters, never empty."""
+    title = " ".join(title.split()) or "…"
     return title if len(title) <= TITLE_LIMIT else title[: TITLE_LIMIT - 1].rstrip() + "…"
 
 

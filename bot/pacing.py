@@ -36,6 +36,8 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import SendMessage, TelegramMethod
 
+from bot import delivery
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -77,6 +79,7 @@ class _Job:
     futures: list[asyncio.Future[Any]]
     merge_key: Hashable | None = None
     merged_html: list[str] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)  # journal keys of the calls it carries
 
 
 @dataclass
@@ -116,6 +119,8 @@ class PacedSender:
         futures of all of them get that message.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        delivery.track(future)  # the update that queued it is done once it is sent
+        key = delivery.reserve(method)
         chat = self._chats.setdefault(chat_id, _Chat())
         waiting = chat.tail.get(merge_key) if merge_key is not None else None
         if (
@@ -132,9 +137,10 @@ class PacedSender:
                 parse_mode="HTML",
             )
             waiting.futures.append(future)
+            waiting.keys.append(key)
             self.stats.merged += 1
             return future
-        job = _Job(method, [future], merge_key, [merge_html] if merge_html else [])
+        job = _Job(method, [future], merge_key, [merge_html] if merge_html else [], [key])
         chat.queue.append(job)
         if merge_key is not None:
             chat.tail[merge_key] = job
@@ -197,7 +203,8 @@ class PacedSender:
         while True:
             await self._wait_turn(chat_id, chat)
             try:
-                result = await self._bot(job.method)
+                with delivery.pinned(job.keys):
+                    result = await self._bot(job.method)
             except TelegramRetryAfter as exc:
                 failures += 1
                 if failures > self.pacing.retries:

@@ -13,7 +13,8 @@ import re
 
 LIMIT = 4096
 
-_FENCE = re.compile(r"^\s*(```|~~~)")
+_FENCE = re.compile(r"^\s*(```(?!.*`)|~~~)")  # a backtick fence's info string has no backtick
+_TAG = re.compile(r"<[^>]*>")
 _INLINE = re.compile(
     r"`(?P<code>[^`\n]+)`"
     r"|\[(?P<label>[^\]\n]+)\]\((?P<url>[^)\s]+)(?:\s+\"[^\"]*\")?\)"
@@ -127,12 +128,17 @@ def _render_code(raw: str) -> str:
     return f"<pre>{html.escape(raw, quote=False)}</pre>"
 
 
+def _visible(rendered: str) -> bool:
+    """Whether the HTML shows anything: Telegram refuses a message that is empty once parsed."""
+    return bool(html.unescape(_TAG.sub("", rendered)).strip())
+
+
 def _split_raw(kind: str, raw: str, limit: int) -> list[str]:
     """Render one block, cutting it (at lines, then words, then characters) until each fits."""
     render = _render_code if kind == "code" else _render_text
     rendered = render(raw)
     if len(rendered) <= limit:
-        return [rendered] if rendered.strip() else []
+        return [rendered] if _visible(rendered) else []
     for separator in ("\n", " "):
         pieces = raw.split(separator)
         if len(pieces) > 1:
@@ -171,3 +177,10 @@ def render_answer(markdown: str, *, footer: str = "", limit: int = LIMIT) -> lis
 
 def escape(text: str) -> str:
     return html.escape(text, quote=False)
+
+
+def toast_text(html_text: str, limit: int = 190) -> str:
+    """A text made for HTML as the plain line a callback toast shows (it has no parse mode),
+    within Telegram's 200 characters."""
+    text = " ".join(html.unescape(_TAG.sub("", html_text)).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -32,7 +32,11 @@ What it implements
       modified", callback data over 64 bytes, stale callback queries, unknown forum topics.
     * Message ids per chat, shared by both sides; forum messages carry ``message_thread_id``,
       ``is_topic_message`` and the topic's creation message as ``reply_to_message``.
-    * Fault injection (:meth:`BotAPISandbox.fail_next`) and blocking (:meth:`BotAPISandbox.block`).
+    * Fault injection: the next calls fail (:meth:`BotAPISandbox.fail_next`), a share of all
+      calls fail with 429/500 or lose their connection (:meth:`BotAPISandbox.chaos`), a call is
+      held before it is acted on (:meth:`BotAPISandbox.stall`); blocking (:meth:`BotAPISandbox.block`).
+    * Webhook delivery: after setWebhook, updates are POSTed to the URL one at a time with the
+      ``X-Telegram-Bot-Api-Secret-Token`` header and retried until the bot answers 2xx.
     * The bot's own status in a group (:meth:`BotAPISandbox.set_bot_rights`): without
       ``can_manage_topics`` it cannot create or manage forum topics, without
       ``can_pin_messages`` it cannot pin, as in Telegram.
@@ -42,7 +46,7 @@ What it implements
       can no longer be copied, replied to or posted into.
 
 What it does not implement
-    Webhook delivery, inline mode, payments, polls, business connections, reactions, chat
+    Inline mode, payments, polls, business connections, reactions, chat
     administration beyond reading members, rate limits (inject them with ``fail_next``), file
     download from URLs (a URL is stored as an empty file), inline_message_id edits, expiry of
     callback queries and of edit windows, and exact parity of entity offsets for nested Markdown.
@@ -54,10 +58,12 @@ Errors: :class:`SandboxError` (a :class:`bot.errors.HelpdeskError`) for misuse o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
 import mimetypes
+import random
 import re
 import secrets
 import time
@@ -66,6 +72,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_request import FileField
 
@@ -1029,6 +1036,34 @@ def _json_response(body: JSON, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, dumps=lambda obj: json.dumps(obj, ensure_ascii=False))
 
 
+@dataclass
+class _Chaos:
+    failures: float
+    drop_rate: float
+    methods: frozenset[str] | None
+    retry_after: int
+    rng: random.Random
+
+    def _applies(self, method: str) -> bool:
+        return self.methods is None or method.lower() in self.methods
+
+    def failure(self, method: str) -> _ApiError | None:
+        if not self._applies(method) or self.rng.random() >= self.failures:
+            return None
+        if self.rng.random() < 0.5:
+            return _ApiError(429, _default_description(429, self.retry_after), retry_after=self.retry_after)
+        return _ApiError(500, _default_description(500, None))
+
+    def drops(self, method: str) -> bool:
+        return self._applies(method) and self.rng.random() < self.drop_rate
+
+
+@dataclass
+class _Stall:
+    reached: asyncio.Event
+    release: asyncio.Event
+
+
 def _default_description(error_code: int, retry_after: int | None) -> str:
     if error_code == 429:
         return f"Too Many Requests: retry after {retry_after or 1}"
@@ -1067,6 +1102,7 @@ class BotAPISandbox:
         self.calls: list[ApiCall] = []
         self.updates: list[JSON] = []  # every update ever queued, in order
         self.webhook_url = ""
+        self.webhook_retry = 0.2  # seconds before a failed webhook delivery is tried again
         self.commands: dict[tuple[str, str], list[JSON]] = {}
         self.menu_buttons: dict[int | None, JSON] = {}
         self._runner: web.AppRunner | None = None
@@ -1091,6 +1127,11 @@ class BotAPISandbox:
         self._files_by_path: dict[str, StoredFile] = {}
         self._callbacks: dict[str, _Callback] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        self._chaos: _Chaos | None = None
+        self._stalls: dict[str, list[_Stall]] = {}
+        self._webhook_secret = ""
+        self._webhook_task: asyncio.Task[None] | None = None
+        self.webhook_deliveries = 0  # webhook POSTs made (answered or not)
         self._counter = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -1114,6 +1155,7 @@ class BotAPISandbox:
         """Answer pending long polls with no updates and close the server."""
         self._closing = True
         self._bump()
+        await self._stop_webhook()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1159,6 +1201,18 @@ class BotAPISandbox:
                 logger.warning("Bot API sandbox: unsupported method %s", requested)
                 raise _ApiError(404, "Not Found: method not found")
             self._inject_fault(name)
+            if self._chaos is not None and name != "getUpdates" and self._chaos.drops(name):
+                self._record(ApiCall(name, params, None, started, False, 0, "connection dropped (chaos)"))
+                if request.transport is not None:
+                    request.transport.abort()  # the bot sees a network error; nothing was done
+                raise web.HTTPServiceUnavailable()
+            stall = self._take_stall(name)
+            if stall is not None:
+                stall.reached.set()
+                await stall.release.wait()
+                if request.transport is None or request.transport.is_closing():
+                    self._record(ApiCall(name, params, None, started, False, 0, "caller gone while held"))
+                    raise web.HTTPServiceUnavailable()  # the bot went away: nothing was done
             result = getattr(self, attribute)(_Params(params))
             if asyncio.iscoroutine(result):
                 result = await result
@@ -1205,6 +1259,10 @@ class BotAPISandbox:
         self._faults.setdefault(method.lower(), deque()).append(_Fault(error, times))
 
     def _inject_fault(self, method: str) -> None:
+        if self._chaos is not None and method != "getUpdates":
+            error = self._chaos.failure(method)
+            if error is not None:
+                raise error
         for key in (method.lower(), "*"):
             if key == "*" and method == "getUpdates":
                 continue
@@ -1215,6 +1273,36 @@ class BotAPISandbox:
                 if fault.remaining <= 0:
                     faults.popleft()
                 raise fault.error
+
+    def chaos(
+        self,
+        *,
+        failures: float = 0.1,
+        drops: float = 0.01,
+        methods: Iterable[str] | None = None,
+        retry_after: int = 1,
+        seed: int = 0,
+    ) -> None:
+        """From now on, a share ``failures`` of the bot's calls (``methods``, default: every call
+        but getUpdates) fail with 429 (``retry_after``) or 500, half each, and a share ``drops``
+        lose their connection before the sandbox acts on them. ``failures=0, drops=0`` ends it."""
+        if not failures and not drops:
+            self._chaos = None
+            return
+        chosen = frozenset(m.lower() for m in methods) if methods is not None else None
+        self._chaos = _Chaos(failures, drops, chosen, retry_after, random.Random(seed))
+
+    def stall(self, method: str) -> _Stall:
+        """Hold the next call of ``method`` before the sandbox acts on it: ``await
+        stall.reached.wait()`` to know it arrived, ``stall.release.set()`` to let it through (a
+        test may kill the bot in between: Telegram never saw the call)."""
+        stall = _Stall(asyncio.Event(), asyncio.Event())
+        self._stalls.setdefault(method.lower(), []).append(stall)
+        return stall
+
+    def _take_stall(self, method: str) -> _Stall | None:
+        waiting = self._stalls.get(method.lower())
+        return waiting.pop(0) if waiting else None
 
     def block(self, chat_id: int, blocked: bool = True) -> None:
         """The customer blocks (or unblocks) the bot: sends into the chat fail with 403."""
@@ -1989,17 +2077,68 @@ class BotAPISandbox:
         return [copy.deepcopy(update) for update in list(self._queue)[:limit]]
 
     @_api("setWebhook")
-    def _set_webhook(self, p: _Params) -> bool:
-        self.webhook_url = str(p.require("url"))
+    async def _set_webhook(self, p: _Params) -> bool:
+        url = str(p.require("url"))
+        if not url.startswith(("http://", "https://")):
+            raise _ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+        secret = str(p.get("secret_token") or "")
+        if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise _ApiError(400, "Bad Request: bad webhook: secret token contains unallowed characters")
+        allowed = p.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed = frozenset(allowed) or _DEFAULT_ALLOWED
+        if p.get("drop_pending_updates"):
+            self._queue.clear()
+        await self._stop_webhook()
+        self.webhook_url, self._webhook_secret = url, secret
+        self._poll_generation += 1  # a pending getUpdates ends with 409, as in Telegram
+        self._webhook_task = asyncio.create_task(self._deliver_webhook(), name="sandbox-webhook")
+        self._bump()
         return True
 
     @_api("deleteWebhook")
-    def _delete_webhook(self, p: _Params) -> bool:
+    async def _delete_webhook(self, p: _Params) -> bool:
+        await self._stop_webhook()
         self.webhook_url = ""
         if p.get("drop_pending_updates"):
             self._queue.clear()
             self._bump()
         return True
+
+    async def _stop_webhook(self) -> None:
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _deliver_webhook(self) -> None:
+        """POST queued updates to the webhook one at a time, in order, with the secret header;
+        an update leaves the queue only when the bot answers 2xx (else it is retried shortly)."""
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as client:
+            while not self._closing:
+                batch = self._deliverable(1)
+                if not batch:
+                    await self._wait_change(time.monotonic() + 1.0)
+                    continue
+                update = batch[0]
+                headers = (
+                    {"X-Telegram-Bot-Api-Secret-Token": self._webhook_secret} if self._webhook_secret else {}
+                )
+                self.webhook_deliveries += 1
+                try:
+                    async with client.post(self.webhook_url, json=update, headers=headers) as response:
+                        delivered = 200 <= response.status < 300
+                        if not delivered:
+                            logger.info("Bot API sandbox: webhook answered %s", response.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    logger.info("Bot API sandbox: webhook delivery failed: %s", exc)
+                    delivered = False
+                if delivered:
+                    self._confirm(update["update_id"] + 1)
+                else:
+                    await asyncio.sleep(self.webhook_retry)
 
     @_api("getWebhookInfo")
     def _get_webhook_info(self, p: _Params) -> JSON:

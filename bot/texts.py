@@ -189,6 +189,11 @@ class Texts:
     command_profile: str
     command_tag: str
     command_stats: str
+    # -- security: refused buttons, flood control ---------------------------------------------
+    button_refused: str
+    flood_notice: str
+    flood_toast: str
+    stranger_command: str
 
 
 EN = Texts(
@@ -458,6 +463,13 @@ EN = Texts(
     command_profile="The customer's profile and history",
     command_tag="Tag the customer's profile: /tag TAG... or /tag -TAG",
     command_stats="Service figures of the last 7 and 30 days",
+    button_refused="This button doesn't work here (any more).",
+    flood_notice=(
+        "You're sending messages faster than I can read them, so I'm pausing for a moment and "
+        "won't answer these. Please wait a few seconds, then send your question again as one message."
+    ),
+    flood_toast="Too many presses at once: please wait a few seconds.",
+    stranger_command="Only agents can use the help desk's commands here.",
 )
 
 # -- other languages: the customer's most frequent texts; the rest stays English -------------------
@@ -485,6 +497,12 @@ CS = replace(
     button_not_helped="👎 Nepomohlo",
     button_human="🙋 Zeptat se člověka",
     button_connect="🙋 Ano, spojte mě s člověkem",
+    button_refused="Toto tlačítko tu (už) nefunguje.",
+    flood_notice=(
+        "Posíláte zprávy rychleji, než je stihnu číst, takže na chvíli přestávám a na tyto neodpovím. "
+        "Počkejte prosím pár sekund a pošlete otázku znovu jako jednu zprávu."
+    ),
+    flood_toast="Příliš mnoho stisknutí najednou: počkejte prosím pár sekund.",
 )
 
 DE = replace(
@@ -514,6 +532,12 @@ DE = replace(
     button_not_helped="👎 Hat nicht geholfen",
     button_human="🙋 Einen Menschen fragen",
     button_connect="🙋 Ja, mit einem Menschen verbinden",
+    button_refused="Diese Schaltfläche funktioniert hier (nicht mehr).",
+    flood_notice=(
+        "Sie schicken Nachrichten schneller, als ich sie lesen kann. Ich mache kurz Pause und beantworte "
+        "diese nicht. Bitte warten Sie ein paar Sekunden und stellen Sie Ihre Frage dann in einer Nachricht."
+    ),
+    flood_toast="Zu viele Klicks auf einmal: Bitte warten Sie ein paar Sekunden.",
 )
 
 ES = replace(
@@ -540,6 +564,12 @@ ES = replace(
     button_not_helped="👎 No me ayudó",
     button_human="🙋 Preguntar a una persona",
     button_connect="🙋 Sí, pásame con una persona",
+    button_refused="Este botón ya no funciona aquí.",
+    flood_notice=(
+        "Está enviando mensajes más rápido de lo que puedo leerlos, así que hago una pausa y no responderé "
+        "a estos. Espere unos segundos y envíe su pregunta de nuevo en un solo mensaje."
+    ),
+    flood_toast="Demasiadas pulsaciones a la vez: espere unos segundos.",
 )
 
 RU = replace(

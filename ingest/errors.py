@@ -1,9 +1,21 @@
-"""Errors raised while reading editors' documents."""
+"""Errors raised while reading editors' documents.
+
+    IngestError                 the root
+    ├── ParseError              a document (or one record in it) does not parse: path, line, reason
+    │   └── NoEntriesError      it parses, but holds no question with an answer
+    └── UnsupportedFormatError  no parser for the file's type
+
+A reason is one line of at most ``MAX_REASON`` characters: whatever a parser or a library put
+in it (a damaged file's bytes, a header row of a megabyte), the report line ``file:line: reason``
+stays readable, in a terminal and in a Telegram message alike.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+MAX_REASON = 300
 
 
 class IngestError(Exception):
@@ -19,9 +31,16 @@ class ParseError(IngestError):
     def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
         self.path = Path(path)
         self.line = line
-        self.reason = reason
+        self.reason = clear_reason(reason)
         where = f"{self.path}:{line}" if line is not None else str(self.path)
-        super().__init__(f"{where}: {reason}")
+        super().__init__(f"{where}: {self.reason}")
+
+
+def clear_reason(reason: str) -> str:
+    """The reason on one line (runs of whitespace, line breaks included, become one space),
+    cut to ``MAX_REASON`` characters."""
+    text = " ".join(reason.split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1].rstrip() + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +53,7 @@ class ParseWarning:
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
-        return f"{where}: {self.reason}"
+        return f"{where}: {clear_reason(self.reason)}"
 
 
 class NoEntriesError(ParseError):

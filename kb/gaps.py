@@ -76,7 +76,9 @@ async def _collect(
         f.message_id
         for f in (await session.scalars(select(Feedback).where(Feedback.helpful.is_(False)))).all()
     }
-    tickets = list((await session.scalars(select(Ticket).where(Ticket.opened_at >= since))).all())
+    tickets = list(
+        (await session.scalars(select(Ticket).where(Ticket.opened_at >= since).order_by(Ticket.id))).all()
+    )
     gaps: list[_Gap] = []
     last_question: dict[int, Message] = {}
     for m in messages:

@@ -136,7 +136,7 @@ class ArticleVersion(Base):
     alt_questions: Mapped[list[Any]] = mapped_column(default=list)
     answer: Mapped[str] = mapped_column(Text)
     source_file: Mapped[str] = mapped_column(String(1000), default="")
-    source_anchor: Mapped[str] = mapped_column(String(300), default="")
+    source_anchor: Mapped[str] = mapped_column(Text, default="")  # a heading's slug: any length
     content_hash: Mapped[str] = mapped_column(String(64))
     author: Mapped[str] = mapped_column(String(200), default="ingest")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -197,6 +197,8 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
+    # a customer message processed again (after a crash) is found, not stored twice
+    __table_args__ = (Index("ix_messages_chat_telegram", "chat_id", "telegram_message_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(
@@ -301,3 +303,54 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     customer_id: Mapped[int | None] = mapped_column(Integer, index=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class InboxState(enum.StrEnum):
+    PENDING = "pending"  # stored, waiting to be processed (again, after ``next_try_at``)
+    PROCESSING = "processing"  # claimed by ``owner`` until ``lease_until``
+    DONE = "done"
+    FAILED = "failed"  # given up after ``max_attempts`` or a permanent error; ``error`` says why
+
+
+class InboxUpdate(Base):
+    """A Telegram update, stored before it is confirmed to Telegram (polling) or answered 200
+    (webhook); the payload is dropped once it is processed, the row stays as the dedup key."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (Index("ix_inbox_state_next_try", "state", "next_try_at"),)
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[str | None] = mapped_column(Text)  # the update's JSON as received
+    state: Mapped[InboxState] = mapped_column(_enum(InboxState), default=InboxState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(200))  # the replica processing it
+    lease_until: Mapped[datetime | None]
+    next_try_at: Mapped[datetime] = mapped_column(default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxState(enum.StrEnum):
+    SENDING = "sending"  # handed to Telegram, no answer yet (in doubt when found after a crash)
+    SENT = "sent"
+    FAILED = "failed"  # a permanent error (blocked, chat not found, bad request) or retries exhausted
+
+
+class OutboxCall(Base):
+    """One Bot API call made while handling an update, keyed by the update and its place in it:
+    a reprocessed update finds its calls here and does not make them again."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state", "state"),)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    update_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    method: Mapped[str] = mapped_column(String(64))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[OutboxState] = mapped_column(_enum(OutboxState))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[str | None] = mapped_column(Text)  # the Bot API's result, JSON
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]

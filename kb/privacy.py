@@ -50,6 +50,7 @@ from kb.models import (
     Embedding,
     Feedback,
     Message,
+    OutboxCall,
     Suggestion,
     Ticket,
     TicketState,
@@ -376,6 +377,12 @@ async def _erase(session: AsyncSession, scope: _Scope, *, knowledge: str, dry_ru
     await session.execute(
         update(Suggestion).where(Suggestion.ticket_id.in_(scope.tickets)).values(ticket_id=None)
     )
+    # The delivery journal of calls into their chat (ids and dates only, but keyed by the chat)
+    chats = set(
+        await _ids(session, select(Conversation.chat_id).where(Conversation.id.in_(scope.conversations)))
+    )
+    chats |= set(await _ids(session, select(Customer.telegram_id).where(Customer.id.in_(scope.customers))))
+    await session.execute(delete(OutboxCall).where(OutboxCall.chat_id.in_(sorted(chats))))
     await session.execute(delete(Message).where(Message.id.in_(scope.messages)))
     await session.execute(delete(Ticket).where(Ticket.id.in_(scope.tickets)))
     await session.execute(delete(Conversation).where(Conversation.id.in_(scope.conversations)))

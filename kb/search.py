@@ -5,12 +5,14 @@ channels are fused into one score in [0, 1]: the best cosine similarity over the
 question, alternatives and answer chunks (dense), and BM25 over the same text squashed to [0, 1)
 (lexical, for rare exact words); see :meth:`KnowledgeBase.rank`. ``sync`` brings the in-memory index
 to the database's KB revision: from the on-disk cache when that is current, else from the
-``embeddings`` rows (encoding what the configured model has not embedded yet), then saved.
+``embeddings`` rows (encoding what the primary model has not embedded yet), then saved.
 
 With a :class:`~kb.encoder.RoutedEncoder` there is one vector index per model (the primary's in
 ``index_dir``, the multilingual one's in ``index_dir/multilingual``, each stamped with its model),
 and each query is searched in the index of the model its language is routed to; when its language
-cannot be told, in both, keeping the better (calibrated) score per article.
+cannot be told, in both, keeping the better (calibrated) score per article. The secondary
+model's vectors are embedded after ingest (:mod:`kb.backlog`): its index holds what is embedded
+so far, and ``catch_up`` (a running bot's refresh) works on the rest.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kb import store
+from kb.backlog import backfills
 from kb.encoder import TextEncoder, members, score_scale
 from kb.errors import IndexMissingError
 from kb.index import Row, VectorIndex, read_meta
 from kb.language import detect_language
 from kb.lexical import LexicalIndex
-from kb.models import Article, ArticleVersion, EmbeddingKind
+from kb.models import ArticleVersion, EmbeddingKind
 from kb.texts import embedding_items
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 CANDIDATES = 64  # nearest vectors read per query (several per article)
 LEXICAL_CANDIDATES = 20
 LEXICAL_WEIGHT = 0.2  # measured on the eval sets: see benchmarks/RESULTS.md
+CATCH_UP_SECONDS = 5.0  # per refresh of a running bot, on the secondary models' backlog
+CATCH_UP_BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,9 @@ class KnowledgeBase:
             np.zeros(0, np.int64),
         )
         self._sync_lock = asyncio.Lock()
+        # A bot works on the backlog newest first, in small batches: a query routed to the
+        # secondary model waits for at most one batch (the model encodes one call at a time).
+        self._backfills = backfills(encoder, batch=CATCH_UP_BATCH, newest_first=True)
 
     @property
     def revision(self) -> int:
@@ -114,11 +122,23 @@ class KnowledgeBase:
     def size(self) -> int:
         return len(self._snapshot.by_article)
 
+    @property
+    def vectors(self) -> tuple[int, ...]:
+        """How many vectors each model's index holds (as :attr:`models`)."""
+        return tuple(len(index) for index in self._snapshot.indexes)
+
     # -- keeping up with the database ---------------------------------------------------------
 
     async def sync(self, sessions: async_sessionmaker[AsyncSession], *, force: bool = False) -> bool:
-        """Bring the index to the database's revision; True when something changed."""
+        """Bring the index to the database's revision; True when something changed.
+
+        ``force`` rebuilds from the database (``helpdesk kb rebuild``), working off the
+        secondary models' backlog first; otherwise their indexes hold what is embedded so far.
+        """
         async with self._sync_lock:
+            if force:
+                for backfill in backfills(self.encoder):
+                    await backfill.run(sessions)
             async with sessions() as session:
                 revision = await store.get_revision(session)
                 if not force and revision == self.revision and self._snapshot.versions:
@@ -129,13 +149,23 @@ class KnowledgeBase:
                     path = self.index_path(position)
                     index = None if force else self._load_cached(model, path, revision)
                     if index is None:
-                        index = await self._build(session, model, with_answers, live, revision)
+                        index = await self._build(
+                            session, model, with_answers, live, revision, embed_missing=position == 0
+                        )
                         await session.commit()
                         await asyncio.to_thread(index.save, path)
                     indexes.append(index)
             self._install(tuple(indexes), live)
             log.info("knowledge base at revision %d: %d articles", revision, self.size)
             return True
+
+    async def catch_up(
+        self, sessions: async_sessionmaker[AsyncSession], *, budget: float = CATCH_UP_SECONDS
+    ) -> int:
+        """Work on the secondary models' backlog for about ``budget`` seconds, newest versions
+        first (a running bot calls this on every refresh; see :mod:`kb.backlog`); returns the
+        versions embedded. The index follows at a later :meth:`sync`."""
+        return sum([await backfill.run(sessions, budget=budget) for backfill in self._backfills])
 
     def index_path(self, position: int) -> Path:
         """Where the index of the ``position``-th model lives (the primary's: ``index_dir``)."""
@@ -157,18 +187,26 @@ class KnowledgeBase:
         session: AsyncSession,
         model: TextEncoder,
         with_answers: bool,
-        live: list[tuple[ArticleVersion, Article]],
+        live: list[tuple[store.LiveVersion, store.LiveArticle]],
         revision: int,
+        *,
+        embed_missing: bool,
     ) -> VectorIndex:
+        """The index of ``model`` over the live versions' stored vectors; versions without any
+        are embedded first when ``embed_missing`` (the primary model), else left to the backlog."""
         version_ids = [v.id for v, _ in live]
         rows = await store.embeddings_of(session, model_id=model.model_id, version_ids=version_ids)
         if not with_answers:
             rows = [r for r in rows if r.kind is not EmbeddingKind.ANSWER]
         embedded = {r.version_id for r in rows}
         missing = [(v, a) for v, a in live if v.id not in embedded]
-        if missing:
+        if missing and embed_missing:
             log.info("embedding %d versions for model %s", len(missing), model.model_id)
             rows.extend(await embed_versions(session, model, [v for v, _ in missing], answers=with_answers))
+        elif missing:
+            log.info(
+                "%d of %d versions wait for vectors of model %s", len(missing), len(live), model.model_id
+            )
         by_id = {v.id: (v, a) for v, a in live}
         vectors = np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32).reshape(
             len(rows), model.dim
@@ -185,7 +223,9 @@ class KnowledgeBase:
             revision=revision,
         )
 
-    def _install(self, indexes: tuple[VectorIndex, ...], live: list[tuple[ArticleVersion, Article]]) -> None:
+    def _install(
+        self, indexes: tuple[VectorIndex, ...], live: list[tuple[store.LiveVersion, store.LiveArticle]]
+    ) -> None:
         versions = {v.id: _Version(v.id, a.id, a.key, v.number, v.question, v.language) for v, a in live}
         by_article: dict[int, dict[str, _Version]] = {}
         for v in versions.values():
@@ -280,7 +320,11 @@ class KnowledgeBase:
 
 
 async def embed_versions(
-    session: AsyncSession, encoder: TextEncoder, versions: Sequence[ArticleVersion], *, answers: bool = True
+    session: AsyncSession,
+    encoder: TextEncoder,
+    versions: Sequence[ArticleVersion | store.LiveVersion],
+    *,
+    answers: bool = True,
 ) -> list:
     """Encode and store the embedding rows of ``versions`` for ``encoder``'s model (no commit)."""
     plans = [

@@ -5,10 +5,12 @@ They never commit: the calling service owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb.models import Article, ArticleStatus, ArticleVersion, Embedding, EmbeddingKind, KbState, utcnow
@@ -19,6 +21,19 @@ _STATE_ID = 1
 async def get_revision(session: AsyncSession) -> int:
     revision = await session.scalar(select(KbState.revision).where(KbState.id == _STATE_ID))
     return revision or 0
+
+
+async def lock_state(session: AsyncSession) -> None:
+    """Take the KB's write lock for the rest of the transaction, before reading anything: an
+    UPDATE of the state row as the first statement (PostgreSQL: a row lock; SQLite: its one write
+    lock, so what the transaction reads next cannot go stale). Check-then-insert writers (the
+    backfill of vectors) serialise on it."""
+    result = await session.execute(
+        update(KbState).where(KbState.id == _STATE_ID).values(revision=KbState.revision)
+    )
+    if not result.rowcount:
+        session.add(KbState(id=_STATE_ID, revision=0))
+        await session.flush()
 
 
 async def bump_revision(session: AsyncSession) -> int:
@@ -127,27 +142,232 @@ async def add_embeddings(
     return rows
 
 
-async def live_versions(session: AsyncSession) -> list[tuple[ArticleVersion, Article]]:
-    """Current versions of published articles: what the bot may answer from."""
+# -- bulk writes (a first ingest of thousands of entries): Core statements, no unit of work -------
+
+_CHUNK = 500  # rows per IN list: within every backend's limits
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def article_ids(session: AsyncSession, *, keys: Iterable[str]) -> dict[str, int]:
+    """key -> id of the articles that exist among ``keys``."""
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(keys))):
+        rows = await session.execute(select(Article.key, Article.id).where(Article.key.in_(chunk)))
+        found.update((key, article_id) for key, article_id in rows)
+    return found
+
+
+async def insert_articles(session: AsyncSession, *, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Insert new articles (``key``, ``language``, ``tags``) in bulk; returns key -> id."""
+    if not rows:
+        return {}
+    now = utcnow()
+    # RETURNING without sort_by_parameter_order: SQLite then takes many rows per statement (with
+    # the order guaranteed it inserts them one by one); the unique key maps the ids back.
+    result = await session.execute(
+        insert(Article).returning(Article.key, Article.id),
+        [{"status": ArticleStatus.PUBLISHED, "created_at": now, "updated_at": now, **row} for row in rows],
+    )
+    return {key: article_id for key, article_id in result}
+
+
+async def republish_articles(session: AsyncSession, *, tags: Mapping[int, Sequence[str]]) -> None:
+    """Publish existing articles again (article id -> its tags): they have a new version."""
+    if tags:
+        now = utcnow()
+        await session.execute(
+            update(Article),
+            [
+                {"id": article_id, "status": ArticleStatus.PUBLISHED, "tags": list(t), "updated_at": now}
+                for article_id, t in tags.items()
+            ],
+        )
+
+
+async def version_state(
+    session: AsyncSession, *, article_ids: Iterable[int]
+) -> dict[tuple[int, str], tuple[int, bool]]:
+    """(article id, language) -> (highest version number, whether one version is current)."""
+    state: dict[tuple[int, str], tuple[int, bool]] = {}
+    for chunk in _chunks(sorted(set(article_ids))):
+        rows = await session.execute(
+            select(
+                ArticleVersion.article_id,
+                ArticleVersion.language,
+                func.max(ArticleVersion.number),
+                func.max(ArticleVersion.is_current.cast(Integer)),
+            )
+            .where(ArticleVersion.article_id.in_(chunk))
+            .group_by(ArticleVersion.article_id, ArticleVersion.language)
+        )
+        state.update(((a, lang), (number, bool(current))) for a, lang, number, current in rows)
+    return state
+
+
+async def supersede(session: AsyncSession, *, pairs: Iterable[tuple[int, str]]) -> None:
+    """The current versions of these (article id, language) pairs stop being current."""
+    by_language: dict[str, list[int]] = {}
+    for article_id, language in pairs:
+        by_language.setdefault(language, []).append(article_id)
+    for language, ids in by_language.items():
+        for chunk in _chunks(sorted(ids)):
+            await session.execute(
+                update(ArticleVersion)
+                .where(
+                    ArticleVersion.article_id.in_(chunk),
+                    ArticleVersion.language == language,
+                    ArticleVersion.is_current.is_(True),
+                )
+                .values(is_current=False)
+                .execution_options(synchronize_session=False)
+            )
+
+
+async def insert_versions(session: AsyncSession, *, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert current versions in bulk (every column but ``id``, ``is_current`` and ``created_at``),
+    at most one per (article, language); returns their ids in the order of ``rows``."""
+    if not rows:
+        return []
+    now = utcnow()
+    result = await session.execute(
+        insert(ArticleVersion).returning(
+            ArticleVersion.article_id, ArticleVersion.language, ArticleVersion.id
+        ),
+        [{"is_current": True, "created_at": now, **row} for row in rows],
+    )
+    ids = {(article_id, language): version_id for article_id, language, version_id in result}
+    return [ids[(row["article_id"], row["language"])] for row in rows]
+
+
+def embedding_rows(
+    *, version_id: int, model_id: str, items: Sequence[tuple[EmbeddingKind, int, str]], vectors: np.ndarray
+) -> list[dict[str, Any]]:
+    """The ``embeddings`` rows of one version's items and their vectors, for :func:`insert_embeddings`."""
+    return [
+        {
+            "version_id": version_id,
+            "kind": kind,
+            "ordinal": ordinal,
+            "text": text,
+            "model_id": model_id,
+            "dim": int(vector.shape[0]),
+            "vector": np.asarray(vector, dtype=np.float32).tobytes(),
+        }
+        for (kind, ordinal, text), vector in zip(items, vectors, strict=True)
+    ]
+
+
+async def insert_embeddings(session: AsyncSession, *, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(Embedding), list(rows))
+
+
+# -- vectors a model still owes (deferred embedding) ------------------------------------------------
+
+
+def _lacking(model_id: str) -> Any:
+    """Live current versions without a vector of ``model_id``."""
+    return (
+        select(ArticleVersion)
+        .join(Article, ArticleVersion.article_id == Article.id)
+        .where(
+            ArticleVersion.is_current.is_(True),
+            Article.status == ArticleStatus.PUBLISHED,
+            ~exists().where(Embedding.version_id == ArticleVersion.id, Embedding.model_id == model_id),
+        )
+    )
+
+
+async def versions_lacking(
+    session: AsyncSession, *, model_id: str, limit: int, newest_first: bool = False
+) -> list[ArticleVersion]:
+    """Up to ``limit`` live current versions that ``model_id`` has not embedded, by id."""
+    order = ArticleVersion.id.desc() if newest_first else ArticleVersion.id
+    return list((await session.scalars(_lacking(model_id).order_by(order).limit(limit))).all())
+
+
+async def count_lacking(session: AsyncSession, *, model_id: str) -> int:
+    subquery = _lacking(model_id).with_only_columns(ArticleVersion.id).subquery()
+    return await session.scalar(select(func.count()).select_from(subquery)) or 0
+
+
+async def count_live(session: AsyncSession) -> int:
+    return (
+        await session.scalar(
+            select(func.count())
+            .select_from(ArticleVersion)
+            .join(Article, ArticleVersion.article_id == Article.id)
+            .where(ArticleVersion.is_current.is_(True), Article.status == ArticleStatus.PUBLISHED)
+        )
+        or 0
+    )
+
+
+async def still_lacking(session: AsyncSession, *, model_id: str, version_ids: Sequence[int]) -> set[int]:
+    """Which of ``version_ids`` are still live and still without a vector of ``model_id``."""
+    found: set[int] = set()
+    for chunk in _chunks(list(version_ids)):
+        found.update(
+            await session.scalars(
+                _lacking(model_id).with_only_columns(ArticleVersion.id).where(ArticleVersion.id.in_(chunk))
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class LiveVersion:
+    """A live current version as the index and the consistency check read it: plain values."""
+
+    id: int
+    article_id: int
+    number: int
+    language: str
+    question: str
+    alt_questions: list[str]
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveArticle:
+    id: int
+    key: str
+
+
+async def live_versions(session: AsyncSession) -> list[tuple[LiveVersion, LiveArticle]]:
+    """Current versions of published articles: what the bot may answer from (plain rows, not
+    ORM objects: a sync of a big KB reads every one of them)."""
     rows = await session.execute(
-        select(ArticleVersion, Article)
+        select(
+            ArticleVersion.id,
+            ArticleVersion.article_id,
+            ArticleVersion.number,
+            ArticleVersion.language,
+            ArticleVersion.question,
+            ArticleVersion.alt_questions,
+            ArticleVersion.answer,
+            Article.key,
+        )
         .join(Article, ArticleVersion.article_id == Article.id)
         .where(ArticleVersion.is_current.is_(True), Article.status == ArticleStatus.PUBLISHED)
     )
-    return [(version, article) for version, article in rows]
+    return [
+        (LiveVersion(vid, aid, number, language, question, list(alts or ()), answer), LiveArticle(aid, key))
+        for vid, aid, number, language, question, alts, answer, key in rows
+    ]
 
 
-async def embeddings_of(
-    session: AsyncSession, *, model_id: str, version_ids: Sequence[int]
-) -> list[Embedding]:
-    if not version_ids:
-        return []
-    rows: list[Embedding] = []
-    ids = list(version_ids)
-    for start in range(0, len(ids), 500):  # keep the IN list within every backend's limits
-        chunk = ids[start : start + 500]
-        result = await session.scalars(
-            select(Embedding)
+async def embeddings_of(session: AsyncSession, *, model_id: str, version_ids: Sequence[int]) -> list[Any]:
+    """The stored vectors of ``model_id`` for ``version_ids``: rows with ``id``, ``version_id``,
+    ``kind`` and ``vector`` (plain rows, not ORM objects: a sync of a big KB reads tens of thousands)."""
+    rows: list[Any] = []
+    for chunk in _chunks(list(version_ids)):
+        result = await session.execute(
+            select(Embedding.id, Embedding.version_id, Embedding.kind, Embedding.vector)
             .where(Embedding.model_id == model_id, Embedding.version_id.in_(chunk))
             .order_by(Embedding.id)
         )
@@ -159,10 +379,10 @@ async def get_version(session: AsyncSession, *, version_id: int) -> ArticleVersi
     return await session.get(ArticleVersion, version_id)
 
 
-async def sources_current(session: AsyncSession, *, source_file: str) -> list[tuple[Article, ArticleVersion]]:
-    """Live current versions that came from ``source_file``."""
+async def sources_current(session: AsyncSession, *, source_file: str) -> list[tuple[int, str, int, str]]:
+    """(article id, key, version id, language) of the live current versions from ``source_file``."""
     rows = await session.execute(
-        select(Article, ArticleVersion)
+        select(Article.id, Article.key, ArticleVersion.id, ArticleVersion.language)
         .join(ArticleVersion, ArticleVersion.article_id == Article.id)
         .where(
             ArticleVersion.is_current.is_(True),
@@ -170,7 +390,7 @@ async def sources_current(session: AsyncSession, *, source_file: str) -> list[tu
             Article.status == ArticleStatus.PUBLISHED,
         )
     )
-    return [(article, version) for article, version in rows]
+    return [tuple(row) for row in rows]
 
 
 async def live_by_question(

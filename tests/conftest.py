@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
+import os
 import re
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,7 @@ from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.runtime import Services, open_services
+from kb import db
 from kb.encoder import SentenceEncoder, TextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +63,152 @@ def stub_encoder() -> StubEncoder:
     return StubEncoder()
 
 
+# The database the tests run on: SQLite files by default; with HELPDESK_TEST_DATABASE_URL (e.g.
+# postgresql+asyncpg://helpdesk:helpdesk@127.0.0.1:5432/helpdesk_test, a role that may CREATE
+# DATABASE) every test that asks for one gets a database of its own on that server, copied from
+# a template migrated once per session, and dropped when the test ends.
+TEST_DATABASE_URL = os.environ.get("HELPDESK_TEST_DATABASE_URL", "").strip()
+
+
+class ServerDatabases:
+    """Throwaway databases on one PostgreSQL server, named after this process (``helpdesk_t_<pid>_<n>``).
+
+    The admin statements run through asyncpg on a helper thread of their own, so fixtures and
+    ``make_settings`` may call them from inside a running event loop.
+    """
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.url = make_url(url)
+        if self.url.get_backend_name() != "postgresql":
+            raise pytest.UsageError(f"HELPDESK_TEST_DATABASE_URL must be a PostgreSQL URL, not {url!r}")
+        self.prefix = f"helpdesk_t_{os.getpid()}_"
+        self.template = f"helpdesk_tpl_{os.getpid()}"
+        self._numbers = itertools.count(1)
+        self._by_path: dict[Path, str] = {}
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-databases")
+        self._template_ready = False
+
+    def url_of(self, name: str) -> str:
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def database_for(self, tmp_path: Path) -> str:
+        """The URL of the test's database (one per ``tmp_path``), created on first use."""
+        if tmp_path not in self._by_path:
+            if not self._template_ready:
+                self._build_template()
+            name = f"{self.prefix}{next(self._numbers)}"
+            self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+            self._by_path[tmp_path] = name
+        return self.url_of(self._by_path[tmp_path])
+
+    def drop_test_databases(self) -> None:
+        names, self._by_path = list(self._by_path.values()), {}
+        for name in names:
+            self._drop(name)
+
+    def close(self) -> None:
+        self.drop_test_databases()
+        if self._template_ready:
+            self._drop(self.template)
+        self._thread.shutdown()
+
+    def _drop(self, name: str, *, attempts: int = 5) -> None:
+        """DROP ... WITH (FORCE) closes what a test left connected; a role without
+        pg_signal_backend may not stop an autovacuum worker that way, but a plain DROP does
+        (it waits for connections up to 5 s, so it is the second choice)."""
+        import asyncpg
+
+        for attempt in range(1, attempts + 1):
+            try:
+                self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                try:
+                    self._admin(f'DROP DATABASE IF EXISTS "{name}"')
+                    return
+                except asyncpg.ObjectInUseError:
+                    if attempt == attempts:
+                        raise
+                    time.sleep(0.2 * attempt)
+
+    def _build_template(self) -> None:
+        self._drop_leftovers()
+        self._drop(self.template)
+        self._admin(f'CREATE DATABASE "{self.template}"')
+        self._thread.submit(db.upgrade_sync, self.url_of(self.template)).result()
+        self._template_ready = True
+
+    def _drop_leftovers(self) -> None:
+        """Databases of earlier test runs on this machine that died before cleaning up (a server
+        elsewhere may serve other machines' runs: their process ids mean nothing here)."""
+        if self.url.host not in (None, "", "127.0.0.1", "localhost", "::1"):
+            return
+        for (name,) in self._admin("SELECT datname FROM pg_database WHERE datname LIKE 'helpdesk%'"):
+            match = re.fullmatch(r"helpdesk_(?:t_(\d+)_\d+|tpl_(\d+))", name)
+            if match and not _process_alive(int(match.group(1) or match.group(2))):
+                self._drop(name)
+
+    def _admin(self, sql: str) -> list[tuple]:
+        return self._thread.submit(asyncio.run, self._execute(sql)).result()
+
+    async def _execute(self, sql: str) -> list[tuple]:
+        import asyncpg
+
+        u = self.url
+        connection = await asyncpg.connect(
+            user=u.username, password=u.password, host=u.host, port=u.port, database=u.database
+        )
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_server = ServerDatabases(TEST_DATABASE_URL) if TEST_DATABASE_URL else None
+
+
+def database_url(tmp_path: Path) -> str:
+    """The test's database: a SQLite file in ``tmp_path``, or its own database on the test server."""
+    if _server is None:
+        return f"sqlite+aiosqlite:///{tmp_path}/helpdesk.db"
+    return _server.database_for(tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_server() -> Iterator[None]:
+    yield
+    if _server is not None:
+        _server.close()
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    if _server is not None:
+        _server.drop_test_databases()
+
+
+def pytest_report_header() -> str:
+    if _server is None:
+        return "database: SQLite files (set HELPDESK_TEST_DATABASE_URL for PostgreSQL)"
+    return f"database: {_server.url.render_as_string(hide_password=True)} (a database per test)"
+
+
 def make_settings(tmp_path: Path, **kb: object) -> Settings:
     return Settings(
-        database={"url": f"sqlite+aiosqlite:///{tmp_path}/helpdesk.db"},
+        database={"url": database_url(tmp_path)},
         kb={"index_dir": str(tmp_path / "index"), **kb},
         telegram={"token": "100000001:TEST", "poll_timeout": 1},
     )

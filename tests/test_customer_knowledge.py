@@ -142,6 +142,7 @@ async def test_stats_in_the_agents_chat_give_7_and_30_days(harness: BotHarness) 
     agent_says(harness, topic, "Hello Ann, Alice here.")
     await harness.sandbox.wait_for(lambda c: c.method == "copyMessage" and c.params["chat_id"] == ANN.id)
     await eventually(lambda: _first_response(harness, ticket.id))
+    await harness.sandbox.wait_idle()  # the card refresh after the first response comes first
     before = topic_count(harness, topic)
     agent_says(harness, topic, "/stats")  # in a topic too; nothing reaches the customer
     stats = await next_in_topic(harness, topic, before)

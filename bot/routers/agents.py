@@ -4,8 +4,13 @@ Everything here is scoped to ``telegram.agents_chat_id``. In a ticket's topic an
 goes to the customer, except commands and notes (``/note TEXT``, or text starting with ``//``);
 ``/close``, ``/reopen``, ``/suggest``, ``/faq`` act on the topic's ticket; ``/profile`` shows the
 customer's profile, ``/tag`` tags it, ``/note`` also lands on it; ``/stats`` works anywhere. Only agents (per
-``telegram.agents``, or any member when the list is empty) are relayed and may press buttons;
-anyone else is told so. Messages in General reach nobody, and their authors are told so.
+``telegram.agents``, or any member when the list is empty) are relayed, may use the commands and
+press buttons; anyone else is told so. Messages in General reach nobody, and their authors are told so.
+
+Presses are checked on the server: Claim and Close act only on the ticket of the topic they are
+pressed in (:meth:`bot.handover.Desk.claim`), "Send" only with an article that the ``/suggest``
+message it was pressed on offers (:class:`~bot.routers.guards.Offered`); any other press here
+is refused with a toast.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.forum import clip
 from bot.handover import Desk, agent_of
 from bot.keyboards import SendAnswerCb, TicketCb
+from bot.routers.guards import Offered, refuse_press
 from kb.tickets import TicketView
 
 log = logging.getLogger(__name__)
@@ -62,9 +68,12 @@ def build_router(agents_chat_id: int) -> Router:
     router.message.register(on_ignored, F.content_type.in_(SERVICE))
     router.message.register(on_stats, Command("stats"), IsAgent())
     router.message.register(on_general, ~F.is_topic_message, IsAgent())
+    router.message.register(on_stranger_command, ~F.is_topic_message, F.text.startswith("/"))
     router.callback_query.register(on_stranger_press, ~IsAgent())
-    router.callback_query.register(on_card_button, TicketCb.filter())
-    router.callback_query.register(on_send_answer, SendAnswerCb.filter())
+    router.callback_query.register(on_claim_button, TicketCb.filter(F.action == "claim"))
+    router.callback_query.register(on_close_button, TicketCb.filter(F.action == "close"))
+    router.callback_query.register(on_send_answer, SendAnswerCb.filter(), Offered())
+    router.callback_query.register(on_refused_press)  # forged, stale, or not a button of this chat
 
     topic = Router(name="agents-topic")
     topic.message.filter(InTicketTopic())
@@ -104,8 +113,17 @@ async def on_stranger(message: Message, desk: Desk) -> None:
     await desk.hint(message, desk.texts.stranger_refused)
 
 
+async def on_stranger_command(message: Message, desk: Desk) -> None:
+    """A command in General from someone who is not an agent: nothing happens; say so."""
+    await desk.hint(message, desk.texts.stranger_command)
+
+
 async def on_stranger_press(query: CallbackQuery, desk: Desk) -> None:
     await query.answer(desk.texts.stranger_toast, show_alert=True)
+
+
+async def on_refused_press(query: CallbackQuery, desk: Desk) -> None:
+    await refuse_press(query, desk.texts)
 
 
 def _thread(query: CallbackQuery) -> int | None:
@@ -115,18 +133,21 @@ def _thread(query: CallbackQuery) -> int | None:
     return None
 
 
-async def on_card_button(
+async def on_claim_button(
     query: CallbackQuery, callback_data: TicketCb, session: AsyncSession, desk: Desk
 ) -> None:
-    agent = agent_of(query.from_user)
-    if callback_data.action == "claim":
-        toast = await desk.claim(
-            session, ticket_id=callback_data.ticket, thread_id=_thread(query), agent=agent
-        )
-    else:
-        toast = await desk.close(
-            session, ticket_id=callback_data.ticket, thread_id=_thread(query), agent=agent
-        )
+    toast = await desk.claim(
+        session, ticket_id=callback_data.ticket, thread_id=_thread(query), agent=agent_of(query.from_user)
+    )
+    await query.answer(clip(toast, 190))
+
+
+async def on_close_button(
+    query: CallbackQuery, callback_data: TicketCb, session: AsyncSession, desk: Desk
+) -> None:
+    toast = await desk.close(
+        session, ticket_id=callback_data.ticket, thread_id=_thread(query), agent=agent_of(query.from_user)
+    )
     await query.answer(clip(toast, 190))
 
 

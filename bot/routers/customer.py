@@ -4,6 +4,12 @@ Two routers, tried in order: while the customer has an open ticket (``with agent
 messages go to the agents' topic and the bot does not answer from the KB; otherwise (``with the
 bot``) questions are answered from the KB. ``/human`` and the "ask a person" buttons escalate,
 ``/cancel`` hands back to the bot, the 1-5 buttons after a resolved ticket store the rating.
+
+Presses are checked on the server (see :mod:`bot.routers`): "Helped" / "Didn't help" only for
+the presser's own stored answer, a rating only for the presser's own ticket, a "did you mean"
+article only when it is a button of the message it was pressed on, "ask a person" only with the
+reasons the keyboards produce. Anything else (forged, stale, another router's button pressed in
+a private chat) is refused with a short toast by the last router, and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from aiogram.filters import Command, CommandStart, Filter
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards
+from bot import keyboards, metrics
 from bot.handover import Desk, acknowledgement
-from bot.keyboards import ArticleCb, CsatCb, FeedbackCb, HumanCb
+from bot.keyboards import HUMAN_REASONS, ArticleCb, CsatCb, FeedbackCb, HumanCb
 from bot.render import escape
 from bot.replies import person_of, say, send_reply
+from bot.routers.guards import Offered, refuse_press
 from bot.texts import Texts
 from kb.conversations import FeedbackOutcome, Helpdesk, HumanOffer, Person
 from kb.tickets import Change, TicketView
@@ -52,6 +59,9 @@ def build_router() -> Router:
     router.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
     router.include_router(_with_agents())
     router.include_router(_with_the_bot())
+    refusals = Router(name="customer-refused-presses")
+    refusals.callback_query.register(refuse_press)  # last: whatever no handler above accepted
+    router.include_router(refusals)
     return router
 
 
@@ -65,8 +75,8 @@ def _with_agents() -> Router:
     router.message.register(on_help_with_agents, Command("help"))
     router.message.register(on_relay)
     router.edited_message.register(on_edit_relay)
-    router.callback_query.register(on_article_with_agents, ArticleCb.filter())
-    router.callback_query.register(on_human_button, HumanCb.filter())
+    router.callback_query.register(on_article_with_agents, ArticleCb.filter(), Offered())
+    router.callback_query.register(on_human_button, HumanCb.filter(F.reason.in_(HUMAN_REASONS)))
     return router
 
 
@@ -80,8 +90,8 @@ def _with_the_bot() -> Router:
     router.message.register(on_question, F.text)
     router.message.register(on_other)
     router.callback_query.register(on_feedback, FeedbackCb.filter())
-    router.callback_query.register(on_article, ArticleCb.filter())
-    router.callback_query.register(on_human_button, HumanCb.filter())
+    router.callback_query.register(on_article, ArticleCb.filter(), Offered())
+    router.callback_query.register(on_human_button, HumanCb.filter(F.reason.in_(HUMAN_REASONS)))
     router.callback_query.register(on_rating, CsatCb.filter())
     return router
 
@@ -139,6 +149,7 @@ async def on_question(
         text=text,
     )
     await send_reply(bot, session, helpdesk, chat_id=message.chat.id, reply=reply, texts=texts)
+    metrics.answered(reply.action)
 
 
 async def on_other(

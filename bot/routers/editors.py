@@ -2,9 +2,10 @@
 FAQ suggestions arrive with Approve / Edit / Reject buttons.
 
 Only users listed in ``telegram.editors`` reach these handlers; anyone else who sends a document
-is a customer, handled by the customer router, and anyone else who presses a review button is
-refused. "Edit" waits for the editor's next message in this chat (the new answer; ``/cancel``
-keeps the suggestion pending).
+is a customer, handled by the customer router (stored, never ingested), and anyone else who
+presses a review button is refused. A press names only the suggestion; whether it can still be
+decided is checked on the server. "Edit" waits for the editor's next message in this chat (the
+new answer; ``/cancel`` keeps the suggestion pending).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiogram.types import CallbackQuery, Message
 
 from bot.editing import EditorDesk, UploadRefused
 from bot.keyboards import ReviewCb
-from bot.render import escape
+from bot.render import escape, toast_text
 from bot.reviewing import Decision, Reviews
 from bot.texts import EDITOR_EN as T
 from bot.texts import format_ingest_summary, format_kb_overview
@@ -41,18 +42,21 @@ def build_router(editors: frozenset[int]) -> Router:
     router.message.register(on_edit_not_text, StateFilter(Review.answer))
     router.message.register(on_document, F.document)
     router.message.register(on_kb, Command("kb"))
-    router.callback_query.register(on_review, ReviewCb.filter(), F.from_user.id.in_(editors))
-    router.callback_query.register(on_review_stranger, ReviewCb.filter())
-    return router
+    is_editor = F.from_user.id.in_(editors)
+    router.callback_query.register(on_approve, ReviewCb.filter(F.action == "approve"), is_editor)
+    router.callback_query.register(on_reject, ReviewCb.filter(F.action == "reject"), is_editor)
+    router.callback_query.register(on_edit, ReviewCb.filter(F.action == "edit"), is_editor)
+    router.callback_query.register(on_review_stranger, ReviewCb.filter(), ~is_editor)
+    return router  # any other ReviewCb (a forged action) reaches the customer router's refusal
 
 
 async def on_document(message: Message, bot: Bot, editor_desk: EditorDesk) -> None:
     document = message.document
-    await message.answer(T.ingesting.format(name=document.file_name or "file"))
+    await message.answer(T.ingesting.format(name=escape(document.file_name or "file")))
     try:
         report = await editor_desk.ingest_document(bot, document, author=f"telegram:{message.from_user.id}")
     except UploadRefused as refused:
-        await message.answer(T.refused.format(reason=refused.reason))
+        await message.answer(T.refused.format(reason=escape(refused.reason)))
         return
     await message.answer(format_ingest_summary(report))
 
@@ -65,33 +69,32 @@ async def on_kb(message: Message, editor_desk: EditorDesk) -> None:
 
 
 async def _show(query: CallbackQuery, decision: Decision) -> None:
-    await query.answer(decision.toast[:190])
+    await query.answer(toast_text(decision.toast))
     if decision.message is not None:
         await query.message.edit_text(decision.message, reply_markup=None)
     elif decision.done:
         await query.message.edit_reply_markup(reply_markup=None)
 
 
-async def on_review(
-    query: CallbackQuery, callback_data: ReviewCb, reviews: Reviews, state: FSMContext
-) -> None:
+async def on_approve(query: CallbackQuery, callback_data: ReviewCb, reviews: Reviews) -> None:
+    await _show(query, await reviews.approve(callback_data.suggestion, editor=query.from_user))
+
+
+async def on_reject(query: CallbackQuery, callback_data: ReviewCb, reviews: Reviews) -> None:
+    await _show(query, await reviews.reject(callback_data.suggestion, editor=query.from_user))
+
+
+async def on_edit(query: CallbackQuery, callback_data: ReviewCb, reviews: Reviews, state: FSMContext) -> None:
     sid = callback_data.suggestion
-    if callback_data.action == "approve":
-        await _show(query, await reviews.approve(sid, editor=query.from_user))
-    elif callback_data.action == "reject":
-        await _show(query, await reviews.reject(sid, editor=query.from_user))
-    else:
-        row, refused = await reviews.pending(sid)
-        if row is None:
-            assert refused is not None
-            await _show(query, refused)
-            return
-        await state.set_state(Review.answer)
-        await state.update_data(suggestion=sid)
-        await query.answer(T.review_edit_toast)
-        await query.message.answer(
-            T.review_edit_prompt.format(id=sid, question=escape(row["question"][:500]))
-        )
+    row, refused = await reviews.pending(sid)
+    if row is None:
+        assert refused is not None
+        await _show(query, refused)
+        return
+    await state.set_state(Review.answer)
+    await state.update_data(suggestion=sid)
+    await query.answer(T.review_edit_toast)
+    await query.message.answer(T.review_edit_prompt.format(id=sid, question=escape(row["question"][:500])))
 
 
 async def on_review_stranger(query: CallbackQuery) -> None:

@@ -16,8 +16,10 @@ How a document is read (its body only: no headers, footers, comments or text box
   rank below every heading level.
 - ``source_anchor`` is ``paragraph N``, N counting the body's paragraphs from 1 (tables are
   not paragraphs; empty paragraphs count); ``line`` is ``None``.
-- A file that is not a ZIP package, or lacks ``word/document.xml``, fails with
-  ``not a valid .docx file: ...``.
+- A file that is not a ZIP package, lacks ``word/document.xml``, or is damaged in any way
+  python-docx trips over (broken XML, a corrupt ZIP member, an element missing what the schema
+  requires), fails with ``not a valid .docx file: ...``; so does a package that would unpack
+  to more than ``MAX_UNPACKED_MB`` (a ZIP bomb).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from typing import Any
 
 import docx
 from docx.document import Document as DocxDocument
+from docx.exceptions import PythonDocxError
 from docx.opc.exceptions import OpcError, PackageNotFoundError
 from docx.table import Table
 from docx.text.hyperlink import Hyperlink
@@ -52,6 +56,26 @@ _LIST_STYLE = re.compile(r"^list\b(?! continue).*?(\d)?$", re.IGNORECASE)
 _WEB_LINK = re.compile(r"^(?:https?://|mailto:)\S+$", re.IGNORECASE)
 _MONOSPACE = re.compile(r"courier|consolas|mono|menlo|lucida console|source code", re.IGNORECASE)
 _QUESTION_LEVEL = 7  # below Heading 6
+MAX_UNPACKED_MB = 256
+# What python-docx, zipfile and lxml raise on a damaged package: ZIP members that do not
+# decompress or are encrypted (RuntimeError) or use an unknown method (NotImplementedError),
+# broken XML, and XML that parses but lacks what python-docx's element classes expect
+# (AttributeError, TypeError on a missing attribute, ValueError on a bad value).
+_DAMAGED = (
+    PythonDocxError,
+    OpcError,
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    etree.LxmlError,
+    KeyError,
+    ValueError,
+    IndexError,
+    AttributeError,
+    TypeError,
+)
 _TITLE_LEVEL = 0
 
 
@@ -85,8 +109,10 @@ def parse(path: Path) -> list[Entry]:
     document = _open(path)
     try:
         blocks = list(_blocks(document))
-    except etree.XMLSyntaxError as exc:  # a part read lazily (styles, numbering) is corrupt
-        raise _invalid(path, str(exc)) from exc
+    except RecursionError as exc:
+        raise _invalid(path, "elements nested too deeply to read") from exc
+    except _DAMAGED as exc:  # a part read lazily (styles, numbering) is damaged
+        raise _invalid(path, _detail(exc)) from exc
     sections = _sections(blocks)
     entries = _entries(sections, path)
     if not entries:
@@ -97,17 +123,44 @@ def parse(path: Path) -> list[Entry]:
 def _open(path: Path) -> DocxDocument:
     data = read_bytes(path)
     try:
+        _check_unpacked_size(data, path)
         return docx.Document(io.BytesIO(data))
     except PackageNotFoundError as exc:
         raise _invalid(path, "not a ZIP package") from exc
     except KeyError as exc:
         raise _invalid(path, f"missing part: {exc.args[0] if exc.args else exc}") from exc
-    except (OpcError, ValueError, zipfile.BadZipFile, etree.XMLSyntaxError) as exc:
-        raise _invalid(path, str(exc) or type(exc).__name__) from exc
+    except RecursionError as exc:
+        raise _invalid(path, "elements nested too deeply to read") from exc
+    except _DAMAGED as exc:
+        raise _invalid(path, _detail(exc)) from exc
+
+
+def _check_unpacked_size(data: bytes, path: Path) -> None:
+    """Refuse a package whose members would unpack to more than ``MAX_UNPACKED_MB``.
+
+    zipfile stops reading a member at its declared size, so the declared sizes bound memory.
+    Bytes that are not a ZIP at all are left for python-docx to report.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            unpacked = sum(info.file_size for info in package.infolist())
+    except zipfile.BadZipFile:
+        return
+    if unpacked > MAX_UNPACKED_MB * 1024 * 1024:
+        size = f"{unpacked / 2**20:.0f} MB"
+        raise _invalid(path, f"it would unpack to {size}; the limit is {MAX_UNPACKED_MB} MB")
 
 
 def _invalid(path: Path, detail: str) -> ParseError:
     return ParseError(path, None, f"not a valid .docx file: {detail}")
+
+
+def _detail(exc: BaseException) -> str:
+    """A damaged package's reason: the library's message, with its type when that says little."""
+    message = str(exc).strip()
+    if isinstance(exc, AttributeError | TypeError | KeyError | IndexError | zlib.error | EOFError):
+        return f"damaged document ({type(exc).__name__}: {message})" if message else "damaged document"
+    return message or type(exc).__name__
 
 
 # --- blocks -------------------------------------------------------------------------------------

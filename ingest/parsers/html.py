@@ -40,6 +40,7 @@ are written out before parsing, since Python's ``html.parser`` nests such elemen
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import html as html_entities
 import json
@@ -66,6 +67,8 @@ NO_QUESTIONS = (
     "no questions found: expected headings with content, <dt>/<dd> pairs, "
     "<details>/<summary> or FAQPage JSON-LD"
 )
+MAX_DEPTH = 256  # elements open at once; real pages stay far below, the recursive walk cannot
+TOO_DEEP = f"elements nested too deeply to read (more than {MAX_DEPTH} levels)"
 
 _HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 _STRUCTURE = (*_HEADINGS, "dl", "details")
@@ -122,7 +125,10 @@ _JSON_LD_WRAPPERS = re.compile(r"^\s*(?:<!--|<!\[CDATA\[)|(?:-->|\]\]>)\s*$")
 
 def parse(path: Path) -> list[Entry]:
     """Read an HTML FAQ page into entries (JSON-LD first, else the page's markup)."""
-    text = _with_implied_end_tags(_split_lines(_decode(read_bytes(path), path)))
+    try:
+        text = _with_implied_end_tags(_split_lines(_decode(read_bytes(path), path)))
+    except _TooDeep as exc:
+        raise ParseError(path, exc.line, TOO_DEEP) from exc
     try:
         soup = BeautifulSoup(text, "html.parser")
     except ParserRejectedMarkup as exc:
@@ -134,8 +140,8 @@ def parse(path: Path) -> list[Entry]:
         if not entries:
             _drop_chrome(soup)
             entries = _markup_entries(soup.body or soup, path, lang, slugs)
-    except RecursionError as exc:
-        raise ParseError(path, None, "elements nested too deeply to read") from exc
+    except (_TooDeep, RecursionError) as exc:  # an answer in JSON-LD holding deep markup
+        raise ParseError(path, None, TOO_DEEP) from exc
     if not entries:
         raise NoEntriesError(path, NO_QUESTIONS)
     return entries
@@ -193,6 +199,7 @@ def _with_implied_end_tags(text: str) -> str:
     Python's ``html.parser`` nests an unclosed ``<li>``, ``<dt>``, ``<dd>``, ``<p>``, ``<tr>`` or
     ``<td>`` inside the next one, where a browser closes it. The end tags are inserted on the
     line of the start tag that implies them, so source line numbers do not change.
+    ``_TooDeep`` when more than ``MAX_DEPTH`` elements are open at once.
     """
     finder = _ImpliedEndFinder(text)
     finder.feed(text)
@@ -206,53 +213,86 @@ def _with_implied_end_tags(text: str) -> str:
     return "".join(pieces)
 
 
+class _TooDeep(ValueError):
+    """More than ``MAX_DEPTH`` elements open at once; ``line`` is where the limit was crossed."""
+
+    def __init__(self, line: int | None) -> None:
+        super().__init__(f"line {line}: more than {MAX_DEPTH} elements open")
+        self.line = line
+
+
 class _ImpliedEndFinder(HTMLParser):
-    """Tracks open elements as html.parser sees them and notes where end tags are implied."""
+    """Tracks open elements as html.parser sees them and notes where end tags are implied.
+
+    Besides the stack of open elements it keeps, per element name, the stack positions where
+    that name is open, so that a start or end tag costs no walk down a deeply nested page
+    (``<div>`` ten thousand times deep would otherwise take quadratic time).
+    """
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=False)
         self._line_starts = [0, *(match.end() for match in re.finditer("\n", text))]
         self._open: list[str] = []
+        self._positions: dict[str, list[int]] = {}
         self.insertions: list[tuple[int, str]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._end_implied(tag)
         if tag not in _VOID:
+            if len(self._open) >= MAX_DEPTH:
+                raise _TooDeep(self.getpos()[0])
+            self._positions.setdefault(tag, []).append(len(self._open))
             self._open.append(tag)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._end_implied(tag)
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in self._open:  # like BeautifulSoup: close up to the latest such element, if any
-            del self._open[len(self._open) - 1 - self._open[::-1].index(tag) :]
+        positions = self._positions.get(tag)
+        if positions:  # like BeautifulSoup: close up to the latest such element, if any
+            self._close_from(positions[-1])
 
     def _end_implied(self, tag: str) -> None:
+        """Close the lowest open element that ``tag`` ends, when no scope limit lies above it."""
         rule = _IMPLIED_ENDS.get(tag)
         if rule is None:
             return
         ends, limits = rule
-        found: int | None = None
-        for index in range(len(self._open) - 1, -1, -1):
-            name = self._open[index]
-            if name in ends:
-                found = index
-            elif name in limits:
-                break
+        limit = max((self._positions[name][-1] for name in limits if self._positions.get(name)), default=-1)
+        above = [self._first_above(name, limit) for name in ends]
+        found = min((index for index in above if index is not None), default=None)
         if found is not None:
             closing = "".join(f"</{name}>" for name in reversed(self._open[found:]))
             line, column = self.getpos()
             self.insertions.append((self._line_starts[line - 1] + column, closing))
-            del self._open[found:]
+            self._close_from(found)
+
+    def _first_above(self, name: str, limit: int) -> int | None:
+        """The lowest stack position of an open ``name`` above position ``limit``."""
+        positions = self._positions.get(name) or []
+        index = bisect.bisect_right(positions, limit)
+        return positions[index] if index < len(positions) else None
+
+    def _close_from(self, index: int) -> None:
+        """Pop the open elements from stack position ``index`` up."""
+        for name in self._open[index:]:
+            self._positions[name].pop()
+        del self._open[index:]
 
 
 def _drop_chrome(root: Tag) -> None:
-    """Remove navigation, page header/footer, scripts, styles, forms and the like."""
-    for tag in list(root.find_all(True)):
-        if tag.decomposed:
-            continue
+    """Remove navigation, page header/footer, scripts, styles, forms and the like.
+
+    Walked top-down, not descending into what goes (``Tag.decomposed`` would search each
+    element's subtree, which is quadratic on a deep page).
+    """
+    stack = [child for child in reversed(root.contents) if isinstance(child, Tag)]
+    while stack:
+        tag = stack.pop()
         if _is_chrome(tag):
             tag.decompose()
+        else:
+            stack.extend(child for child in reversed(tag.contents) if isinstance(child, Tag))
 
 
 def _is_chrome(tag: Tag) -> bool:
@@ -295,7 +335,9 @@ def _load_json_ld(raw: str, line: int | None) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         log.info("ignoring JSON-LD on line %s: %s", line, exc)
-        return None
+    except RecursionError:
+        log.info("ignoring JSON-LD on line %s: nested too deeply", line)
+    return None
 
 
 def _faq_pages(data: object) -> Iterator[dict[str, Any]]:

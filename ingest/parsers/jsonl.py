@@ -36,6 +36,8 @@ __all__ = ["parse"]
 
 NO_QUESTIONS = "no questions found: expected one JSON object per line"
 NO_ITEMS = "no questions found: the list of objects is empty"
+NO_ANSWERS = "no questions with an answer found: every item's answer is empty"
+TOO_DEEP = "invalid JSON: arrays or objects nested too deeply to read"
 LIST_KEYS = ("faqs", "items", "entries", "questions")
 NOT_A_LIST = (
     "expected a list of objects, or an object with a list under 'faqs', 'items', 'entries' or 'questions'"
@@ -95,6 +97,8 @@ def _parse_document(text: str, path: Path, warnings: list[ParseWarning]) -> list
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParseError(path, exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise ParseError(path, None, TOO_DEEP) from exc
     key = _list_key(document, path)
     items = document if key is None else document[key]
     if not items:
@@ -111,6 +115,8 @@ def _parse_document(text: str, path: Path, warnings: list[ParseWarning]) -> list
             warnings.append(ParseWarning(path, line, f"item {index}: {exc}: skipped"))
         except _RecordError as exc:
             raise ParseError(path, line, f"item {index}: {exc}") from exc
+    if not entries:  # every item was a question without an answer: fail as .jsonl does
+        raise NoEntriesError(path, NO_ANSWERS)
     return entries
 
 
@@ -199,6 +205,8 @@ def _load_object(line: str) -> dict[str, Any]:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         raise _RecordError(f"invalid JSON: {exc.msg} (column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise _RecordError(TOO_DEEP) from exc
     if not isinstance(value, dict):
         raise _RecordError(f"expected a JSON object, got {_json_type(value)}")
     return value

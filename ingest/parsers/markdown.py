@@ -33,8 +33,9 @@ __all__ = ["parse"]
 
 NO_QUESTIONS = "no questions found: expected a heading per question"
 
-_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
-_CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+$")
+# The patterns below avoid a quantifier that can retry a long run of spaces or brackets from
+# every position: a fuzzed 1 MB heading must not take hours.
+_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")  # text right-stripped after the match
 _FENCE_OPEN = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$")
 _FENCE_CLOSE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*$")
 _COMMENT_LINE = re.compile(r"^ {0,3}<!--.*-->[ \t]*$")
@@ -52,14 +53,13 @@ _REFERENCE_DEFINITION = re.compile(
 )
 _REFERENCE_LINK = re.compile(r"\[((?:[^\[\]]|\[[^\[\]]*\])+)\](?:\[([^\[\]]*)\])?(?![(:\[])")
 _CODE_SPAN = re.compile(r"(`+).+?\1")
-_INLINE_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _SLUG_DROP = re.compile(r"[^\w\- ]")
 
 _FRONT_MATTER_FENCE = "---"
 _FRONT_MATTER_ENDS = ("---", "...")
 _FRONT_MATTER_KEY = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:[ \t]*(.*)$")
 _FRONT_MATTER_ITEM = re.compile(r"^[ \t]*-[ \t]+(.*)$")
-_YAML_COMMENT = re.compile(r"[ \t]+#.*$")
+_YAML_COMMENT = re.compile(r"[ \t]#")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +168,8 @@ def _yaml_scalar(raw: str) -> str:
 
 
 def _strip_yaml_comment(value: str) -> str:
-    return _YAML_COMMENT.sub("", value).strip()
+    comment = _YAML_COMMENT.search(value)
+    return (value[: comment.start()] if comment else value).strip()
 
 
 def _as_text(value: str | list[str] | None) -> str | None:
@@ -243,8 +244,16 @@ def _heading(line: _Line) -> tuple[int, str] | None:
     match = _HEADING.match(line.text)
     if match is None:
         return None
-    text = _CLOSING_HASHES.sub("", match.group(2) or "")
+    text = _without_closing_hashes((match.group(2) or "").rstrip(" \t"))
     return len(match.group(1)), normalize_question(text)
+
+
+def _without_closing_hashes(text: str) -> str:
+    """Drop an ATX heading's closing ``#`` run (``## Title ##``), when a space precedes it."""
+    kept = text.rstrip("#")
+    if kept == text or (kept and kept[-1] not in " \t"):
+        return text
+    return kept.rstrip(" \t")
 
 
 def _split_sections(lines: list[_Line], path: Path) -> list[_Section]:
@@ -383,7 +392,37 @@ class _Slugger:
         self._seen: dict[str, int] = {}
 
     def slug(self, heading: str) -> str:
-        base = _SLUG_DROP.sub("", _INLINE_LINK.sub(r"\1", heading).lower()).replace(" ", "-")
+        base = _SLUG_DROP.sub("", _link_texts(heading).lower()).replace(" ", "-")
         count = self._seen.get(base, 0)
         self._seen[base] = count + 1
         return base if count == 0 else f"{base}-{count}"
+
+
+def _link_texts(text: str) -> str:
+    r"""Inline links and images (``[text](url)``, ``![alt](src)``) replaced by their text.
+
+    What ``re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)`` gives, in linear time: the next
+    ``]`` and ``)`` are remembered rather than searched for again from every ``[``.
+    """
+    pieces: list[str] = []
+    position = search = 0
+    bracket = paren = -1  # the next "]" / ")" found so far; len(text) when there is none
+    while (start := text.find("[", search)) >= 0:
+        if bracket < start:
+            bracket = _find(text, "]", start)
+        if text[bracket + 1 : bracket + 2] == "(":
+            if paren < bracket + 2:
+                paren = _find(text, ")", bracket + 2)
+            if paren < len(text):
+                begin = start - 1 if start > position and text[start - 1] == "!" else start
+                pieces += [text[position:begin], text[start + 1 : bracket]]
+                position = search = paren + 1
+                continue
+        search = start + 1
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def _find(text: str, char: str, start: int) -> int:
+    found = text.find(char, start)
+    return found if found >= 0 else len(text)

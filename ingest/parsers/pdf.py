@@ -29,6 +29,8 @@ import io
 import itertools
 import math
 import re
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from typing import Any
 
 from pypdf import PageObject, PasswordType, PdfReader
 from pypdf.errors import DependencyError, PyPdfError
+from pypdf.errors import DeprecationError as PypdfDeprecationError
 
 from ingest.entry import Entry
 from ingest.errors import NoEntriesError, ParseError
@@ -56,8 +59,24 @@ _BULLET = re.compile(r"^[•◦▪▫●○‣⁃∙·*\-–—\uf0b7]\s+")
 _SENTENCE_END = re.compile(r"[.!?:;)\"'»”]$")
 _HYPHENATED = re.compile(r"[^\W\d_]-$")
 _DIGITS = re.compile(r"\d+")
-# The errors pypdf raises on damaged files, beyond its own.
-_READ_ERRORS = (PyPdfError, ValueError, KeyError, IndexError, TypeError)
+# The errors pypdf raises on damaged files, beyond its own: found by fuzzing (an unknown
+# filter or encryption handler is NotImplementedError; a damaged object graph trips its
+# internal asserts and attribute accesses; a huge number overflows a conversion).
+_READ_ERRORS = (
+    PyPdfError,
+    PypdfDeprecationError,  # an abbreviated filter name pypdf 7 no longer reads
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    AssertionError,
+    NotImplementedError,
+    ArithmeticError,
+    RecursionError,
+    zlib.error,
+    struct.error,
+)
 
 
 @dataclass(slots=True)
@@ -133,8 +152,16 @@ def _open(path: Path) -> PdfReader:
     except DependencyError as exc:
         raise ParseError(path, None, f"encrypted PDF: cannot decrypt it here ({exc})") from exc
     except _READ_ERRORS as exc:
-        raise ParseError(path, None, f"not a readable PDF: {exc}") from exc
+        raise ParseError(path, None, f"not a readable PDF: {_detail(exc)}") from exc
     return reader
+
+
+def _detail(exc: BaseException) -> str:
+    """pypdf's message; for errors from its internals (an assert, a missing attribute), the type too."""
+    message = str(exc).strip()
+    if isinstance(exc, PyPdfError | PypdfDeprecationError | ValueError | NotImplementedError) and message:
+        return message
+    return f"damaged PDF structure ({type(exc).__name__}: {message})" if message else type(exc).__name__
 
 
 # --- text and typography ------------------------------------------------------------------------
@@ -145,7 +172,7 @@ def _lines(reader: PdfReader, path: Path) -> Iterator[_Line]:
         try:
             yield from _page_lines(page, number)
         except _READ_ERRORS as exc:
-            raise ParseError(path, None, f"page {number}: cannot extract text: {exc}") from exc
+            raise ParseError(path, None, f"page {number}: cannot extract text: {_detail(exc)}") from exc
 
 
 def _page_lines(page: PageObject, number: int) -> list[_Line]:

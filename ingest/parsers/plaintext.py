@@ -30,7 +30,11 @@ __all__ = ["parse"]
 
 NO_BLOCKS = "no Q:/A: blocks found"
 
-_MARKER = re.compile(r"^[ \t]*(?:(?P<q>q|question)|(?P<a>a|answer))[ \t]*\d*[ \t]*:[ \t]?(?P<text>.*)$", re.I)
+# "[ \t]*(?:\d+[ \t]*)?:" rather than "[ \t]*\d*[ \t]*:": two adjacent space runs would retry a
+# long line of spaces in quadratic time.
+_MARKER = re.compile(
+    r"^[ \t]*(?:(?P<q>q|question)|(?P<a>a|answer))[ \t]*(?:\d+[ \t]*)?:[ \t]?(?P<text>.*)$", re.I
+)
 
 
 @dataclass(slots=True)

@@ -67,7 +67,7 @@ def upgrade() -> None:
         sa.Column("alt_questions", sa.JSON(), nullable=False),
         sa.Column("answer", sa.Text(), nullable=False),
         sa.Column("source_file", sa.String(length=1000), nullable=False),
-        sa.Column("source_anchor", sa.String(length=300), nullable=False),
+        sa.Column("source_anchor", sa.Text(), nullable=False),  # was String(300): same on SQLite
         sa.Column("content_hash", sa.String(length=64), nullable=False),
         sa.Column("author", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
