@@ -137,6 +137,8 @@ class KbSettings(_Section):
     lexical_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     default_language: str = "en"
     refresh_seconds: float = Field(default=2.0, gt=0)
+    batch_queries: bool = True  # concurrent searches share one encode and one index search
+    batch_window_ms: float = Field(default=0.0, ge=0.0, le=100.0)  # an idle batcher waits this long
 
     @field_validator("model_languages")
     @classmethod

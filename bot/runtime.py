@@ -51,6 +51,7 @@ async def open_services(
             settings.kb.index_dir,
             default_language=settings.kb.default_language,
             lexical_weight=settings.kb.lexical_weight,
+            batch_window=settings.kb.batch_window_ms / 1000 if settings.kb.batch_queries else None,
         )
         services = Services(settings, engine, sessions, encoder, knowledge)
         if sync:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kb import store
 from kb.backlog import backfills
+from kb.batching import DEFAULT_WINDOW, QueryBatcher
 from kb.encoder import TextEncoder, members, score_scale
 from kb.errors import IndexMissingError
 from kb.index import Row, VectorIndex, read_meta
@@ -95,7 +96,10 @@ class KnowledgeBase:
         *,
         default_language: str = "en",
         lexical_weight: float = LEXICAL_WEIGHT,
+        batch_window: float | None = DEFAULT_WINDOW,
     ) -> None:
+        """``batch_window``: concurrent :meth:`search` calls are encoded and searched together
+        (:mod:`kb.batching`), the first waiting this many seconds for company; None: one by one."""
         self.encoder = encoder
         self.models = members(encoder)
         self.index_dir = Path(index_dir)
@@ -113,6 +117,12 @@ class KnowledgeBase:
         # A bot works on the backlog newest first, in small batches: a query routed to the
         # secondary model waits for at most one batch (the model encodes one call at a time).
         self._backfills = backfills(encoder, batch=CATCH_UP_BATCH, newest_first=True)
+        self._batcher: QueryBatcher[Hit] | None = None
+        if batch_window is not None:
+            self._batcher = QueryBatcher(
+                lambda texts, k, languages: self.search_sync(texts, k=k, languages=languages),
+                window=batch_window,
+            )
 
     @property
     def revision(self) -> int:
@@ -240,12 +250,20 @@ class KnowledgeBase:
     async def search(self, text: str, *, k: int = 5, language: str | None = None) -> list[Hit]:
         """Hits for a customer's message; translations are picked in the language the message
         is written in when that is clear, else in ``language`` (Telegram's), else the default."""
+        if self._batcher is not None:
+            return await self._batcher.search(text, k=k, language=language)
         return (await asyncio.to_thread(self.search_sync, [text], k=k, language=language))[0]
 
     def search_sync(
-        self, texts: Sequence[str], *, k: int = 5, language: str | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        k: int = 5,
+        language: str | None = None,
+        languages: Sequence[str | None] | None = None,
     ) -> list[list[Hit]]:
-        """Like :meth:`search` for many texts at once (encoded in one batch per model)."""
+        """Like :meth:`search` for many texts at once (encoded in one batch per model);
+        ``languages``: a fallback language per text, instead of ``language`` for all."""
         detected = [detect_language(t) for t in texts]
         routes = [self._route(d) if self._route else (True,) for d in detected]
         vectors = []
@@ -253,7 +271,8 @@ class KnowledgeBase:
             wanted = [i for i, route in enumerate(routes) if route[position]]
             encoded = model.encode([texts[i] for i in wanted], kind="query") if wanted else None
             vectors.append((wanted, encoded))
-        preferred = [d or language for d in detected]
+        fallbacks = languages if languages is not None else [language] * len(texts)
+        preferred = [d or fallback for d, fallback in zip(detected, fallbacks, strict=True)]
         return self.rank(texts, vectors, k=k, languages=preferred)
 
     def _dense(self, texts: Sequence[str], vectors: list) -> list[dict[int, tuple[float, str]]]:
