@@ -552,7 +552,7 @@ async def test_a_fuzzed_file_ingests_whole_or_writes_nothing(
     report = await ingest_paths([path], sessions=stub_services.sessions, encoder=stub_services.encoder)
     [result] = report.files
     if result.failed:
-        assert result.error and "\n" not in result.error and len(result.error) <= MAX_REASON + 80
+        assert result.error and "\n" not in result.error and len(result.error) <= MAX_REASON
         assert (result.added, result.updated, result.retired) == (0, 0, 0)
         assert await snapshot(stub_services) == before, "a failed file writes nothing and keeps its state"
     else:
@@ -570,12 +570,8 @@ async def test_the_pipeline_reports_a_damaged_file_among_good_ones(
     docx_file = tmp_path / "broken.docx"
     docx_file.write_bytes(damaged_docx())
     pdf_file = tmp_path / "broken.pdf"
-    pdf_file.write_bytes(
-        (DATA / "faq.pdf")
-        .read_bytes()
-        .replace(b"/FlateDecode", b"/Fl", 1)
-        .replace(b"/Length", b"/Filter /Fl /Length", 1)
-    )
+    # a content stream declared in pypdf 7's removed abbreviation: DeprecationError, not its own
+    pdf_file.write_bytes((DATA / "faq.pdf").read_bytes().replace(b"/Length", b"/Filter /Fl /Length", 1))
     report = await ingest_paths(
         [docx_file, good, pdf_file], sessions=stub_services.sessions, encoder=stub_services.encoder
     )
