@@ -211,6 +211,10 @@ def make_settings(tmp_path: Path, **kb: object) -> Settings:
         database={"url": database_url(tmp_path)},
         kb={"index_dir": str(tmp_path / "index"), **kb},
         telegram={"token": "100000001:TEST", "poll_timeout": 1},
+        # A scenario plays a customer's minutes in seconds: the default flood limits (8 at once,
+        # 30 a minute) would refuse the tenth update of a long one on a fast machine. Flood
+        # control is tested with the default limits in test_security.
+        security={"flood_burst": 1000, "flood_per_minute": 60000},
     )
 
 

@@ -22,7 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from bot.config import Settings
+from bot.config import SecuritySettings, Settings
 from bot.flood import Buckets, FloodControl
 from bot.keyboards import (
     ArticleCb,
@@ -135,20 +135,6 @@ async def snapshot(harness: BotHarness) -> dict[str, Any]:
 
 
 # -- roles and forged presses: customers --------------------------------------------------------------
-
-
-def _roomy(base: Settings) -> Settings:
-    return base.model_copy(
-        update={"security": base.security.model_copy(update={"flood_burst": 100, "flood_per_minute": 6000})}
-    )
-
-
-@pytest.fixture
-async def harness(settings: Settings, encoder) -> AsyncIterator[BotHarness]:
-    """Presses count against the flood limit and these tests press many buttons on purpose, so the
-    limit is high here; flood control has tests of its own, with the default limits."""
-    async with running_bot(_roomy(settings), encoder) as running:
-        yield running
 
 
 async def test_forged_presses_in_a_private_chat_are_refused_and_change_nothing(harness: BotHarness) -> None:
@@ -357,8 +343,11 @@ def _notices(sandbox: BotAPISandbox, user: User) -> list[SentMessage]:
     return [m for m in sandbox.messages_to(user.id) if m.plain_text == EN.flood_notice]
 
 
-async def test_a_flood_gets_one_notice_while_others_are_answered_promptly(make_harness) -> None:
-    async with make_harness() as harness:  # the default limits
+async def test_a_flood_gets_one_notice_while_others_are_answered_promptly(
+    settings: Settings, encoder
+) -> None:
+    defaults = settings.model_copy(update={"security": SecuritySettings()})
+    async with running_bot(defaults, encoder) as harness:
         await _flood(harness)
 
 
