@@ -214,7 +214,7 @@ def make_settings(tmp_path: Path, **kb: object) -> Settings:
         # A scenario plays a customer's minutes in seconds: the default flood limits (8 at once,
         # 30 a minute) would refuse the tenth update of a long one on a fast machine. Flood
         # control is tested with the default limits in test_security.
-        security={"flood_burst": 1000, "flood_per_minute": 60000},
+        security={"flood_burst": 1000, "flood_per_minute": 6000},
     )
 
 

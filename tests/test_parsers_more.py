@@ -18,8 +18,8 @@ import docx
 import pytest
 
 from ingest.entry import Entry
-from ingest.errors import ParseError
-from ingest.parsers import SUPPORTED_SUFFIXES, parse_file
+from ingest.errors import NoEntriesError, ParseError
+from ingest.parsers import SUPPORTED_SUFFIXES, parse_file, reads_as_question
 from ingest.parsers import docx as docx_parser
 from ingest.parsers import html as html_parser
 from ingest.parsers import jsonl as jsonl_parser
@@ -729,3 +729,47 @@ def test_a_question_without_an_answer_is_skipped_with_a_warning(tmp_path: Path) 
     broken.write_text('{"question": "", "answer": ""}\n')
     with pytest.raises(ParseError):
         parse_file(broken)
+
+
+# -- a page of headings that are not questions is not a FAQ --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heading", "expected"),
+    [
+        ("How do I reset my password?", True),
+        ("How to move a license to a new computer", True),
+        ("Can I pay by invoice", True),
+        ("**Why is the sky blue?**", True),
+        ("Wie kann ich bezahlen?", True),
+        ("如何重置密码？", True),
+        ("Πώς αλλάζω τον κωδικό μου;", True),
+        ("Installation", False),
+        ("Scraped data", False),
+        ("Doing things", False),
+    ],
+)
+def test_reads_as_question(heading: str, expected: bool) -> None:
+    assert reads_as_question(heading) is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "page"),
+    [
+        ("readme.md", "# Tool\n\n## Installation\n\nRun make.\n\n## Usage\n\nRun it.\n"),
+        ("manual.html", "<h2>Installation</h2><p>Run make.</p><h2>Usage</h2><p>Run it.</p>"),
+    ],
+)
+def test_a_page_whose_headings_hold_no_question_has_no_entries(tmp_path: Path, name: str, page: str) -> None:
+    with pytest.raises(
+        NoEntriesError, match="no heading reads as a question \\(the first: 'Installation'\\)"
+    ):
+        parse_file(write(tmp_path, name, page))
+
+
+def test_one_question_heading_makes_a_faq_page_of_all_its_sections(tmp_path: Path) -> None:
+    page = "# FAQ\n\n## Installation\n\nRun make.\n\n## Why does it fail?\n\nCheck the logs.\n"
+    assert [e.question for e in parse_file(write(tmp_path, "faq.md", page))] == [
+        "Installation",
+        "Why does it fail?",
+    ]

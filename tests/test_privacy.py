@@ -148,7 +148,14 @@ async def test_mydata_sends_everything_stored_and_forget_leaves_nothing(harness:
         message = harness.sandbox.message(ZED.id, confirm.message_id)
         return "nothing stored about you" in (message.plain_text or "")
 
-    assert await eventually(nothing_left, within=15)
+    try:
+        await eventually(nothing_left, within=15)
+    except AssertionError as exc:  # say what the bot did with the press instead
+        calls = [c.describe() for c in harness.sandbox.calls if c.params.get("chat_id") in (ZED.id, None)]
+        raise AssertionError(
+            f"{exc}; the message: {harness.sandbox.message(ZED.id, confirm.message_id)!r}; "
+            f"the last calls: {calls[-6:]}"
+        ) from None
     await harness.sandbox.wait_idle()
 
     # -- no row of any table mentions them (every column of every row, by reflection)

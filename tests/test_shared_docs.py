@@ -38,6 +38,10 @@ async def test_every_shared_document_ingests_and_answers(services: Services, tmp
     for name, count in EXPECTED.items():
         assert added.get(name) == count, (name, added.get(name))
     assert not report.failed
+    # the scraper's README is a page of headings, none a question: not a FAQ, skipped with the reason
+    skipped = {str(Path(s.path).relative_to(docs)): s.reason for s in report.skipped}
+    readme = skipped["jhu-covid-faq-jsonl/data/scraping/schema_v0.2/README_public.md"]
+    assert "no heading reads as a question (the first: 'Scraped data')" in readme
     # Two scraped files hold one question whose answer is empty: skipped with a warning naming it.
     warned = [w for f in report.files for w in f.warnings]
     assert len(warned) == 2 and all("question without an answer" in w for w in warned), warned

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ingest.entry import Entry
-from ingest.errors import ParseError, ParseWarning, UnsupportedFormatError
+from ingest.errors import NoEntriesError, ParseError, ParseWarning, UnsupportedFormatError
 
 __all__ = ["SUPPORTED_SUFFIXES", "parse_file"]
 
@@ -158,6 +158,39 @@ def undecodable(path: Path, data: bytes, exc: UnicodeDecodeError, encoding: str)
 def normalize_question(text: str) -> str:
     """Strip a question and collapse every run of whitespace inside it to one space."""
     return _WHITESPACE.sub(" ", text).strip()
+
+
+# A question mark in the scripts that have their own (full-width, Arabic, Greek), or an opening
+# word that makes an English heading a question even without one ("How to move a license").
+_QUESTION_MARKS = ("?", "\uff1f", "\u061f", "\u037e")
+_QUESTION_OPENINGS = frozenset(
+    "how what why when where who whom whose which can could do does did is are was were will "
+    "would should shall may might must have has had am isn't aren't don't doesn't can't won't".split()
+)
+_GREEK = re.compile("[\u0370-\u03ff]")
+_QUESTION_TAIL = re.compile(r"[\s*_`)\]\"'\u201d\u2019]+$")
+
+
+def reads_as_question(text: str) -> bool:
+    """Whether a heading reads as a question: it ends with a question mark (trailing markup and
+    quotes aside), or starts with an English question word ("How to ...", "Can I ...")."""
+    stripped = _QUESTION_TAIL.sub("", text)
+    if stripped.endswith(_QUESTION_MARKS):
+        return True
+    if stripped.endswith(";") and _GREEK.search(stripped):  # Greek writes its "?" as ";"
+        return True
+    words = text.strip().lstrip("*_`\"'#0-9.) ").split(maxsplit=1)
+    return bool(words) and words[0].lower().rstrip(",:") in _QUESTION_OPENINGS
+
+
+def require_a_question(entries: list[Entry], path: Path, reason: str) -> list[Entry]:
+    """A page of headings none of which reads as a question (a README, a manual) is not a FAQ:
+    :class:`NoEntriesError` naming the first heading, rather than one entry per section."""
+    if entries and not any(reads_as_question(entry.question) for entry in entries):
+        first = entries[0].question
+        shown = first if len(first) <= 60 else first[:59] + "\u2026"
+        raise NoEntriesError(path, f"{reason}; no heading reads as a question (the first: {shown!r})")
+    return entries
 
 
 def split_alternatives(text: str) -> list[str]:

@@ -57,7 +57,7 @@ from bs4.element import PreformattedString
 
 from ingest.entry import Entry
 from ingest.errors import NoEntriesError, ParseError
-from ingest.parsers import decode_text, make_entry, normalize_question, read_bytes
+from ingest.parsers import decode_text, make_entry, normalize_question, read_bytes, require_a_question
 
 __all__ = ["html_to_markdown", "parse"]
 
@@ -139,7 +139,9 @@ def parse(path: Path) -> list[Entry]:
         entries = _json_ld_entries(soup, path, lang, slugs)
         if not entries:
             _drop_chrome(soup)
-            entries = _markup_entries(soup.body or soup, path, lang, slugs)
+            entries = require_a_question(
+                _markup_entries(soup.body or soup, path, lang, slugs), path, NO_QUESTIONS
+            )
     except (_TooDeep, RecursionError) as exc:  # an answer in JSON-LD holding deep markup
         raise ParseError(path, None, TOO_DEEP) from exc
     if not entries:

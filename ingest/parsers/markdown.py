@@ -14,6 +14,8 @@ How a page is read:
   (``* Table of Contents``, ``[TOC]``), whole-line HTML comments and empty ``<a name>`` anchors.
 - Link reference definitions (``[id]: url``) are collected from the whole page and removed from
   answers; reference links in answers are rewritten as inline links so each answer stands alone.
+- A page none of whose headings reads as a question (ends with ``?``, or opens with an English
+  question word: "How to ...", "Can I ...") is a README or a manual, not a FAQ: no entries.
 - ``source_anchor`` is GitHub's slug of the heading (``-1``, ``-2`` ... for repeats), ``line`` the
   heading's 1-based line number.
 """
@@ -27,7 +29,14 @@ from pathlib import Path
 
 from ingest.entry import Entry
 from ingest.errors import NoEntriesError, ParseError
-from ingest.parsers import decode_utf8, make_entry, normalize_question, read_bytes, split_tags
+from ingest.parsers import (
+    decode_utf8,
+    make_entry,
+    normalize_question,
+    read_bytes,
+    require_a_question,
+    split_tags,
+)
 
 __all__ = ["parse"]
 
@@ -108,7 +117,7 @@ def parse(path: Path) -> list[Entry]:
     entries = _build_entries(sections, references, front, path)
     if not entries:
         raise NoEntriesError(path, NO_QUESTIONS)
-    return entries
+    return require_a_question(entries, path, NO_QUESTIONS)
 
 
 def _split_lines(text: str) -> list[str]:
