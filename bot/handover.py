@@ -88,6 +88,7 @@ STATS_PERIODS = (7, 30)  # days, for /stats
 MEMBER_TTL = 300.0  # seconds a getChatMember answer is trusted (telegram.agents empty)
 HINT_EVERY = 600.0  # seconds between two hints to one person (General, non-agents)
 FORUM_RETRY = 60.0  # seconds before trying the forum again after it failed
+RELAY_SETTLE_SECONDS = 10.0  # how long /faq waits for an agent's message still on its way
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,7 @@ class Desk:
         self._locks: dict[int, asyncio.Lock] = {}
         self._moved: dict[int, int] = {}  # deleted topic -> its replacement
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._relaying: dict[int, set[asyncio.Task[Any]]] = {}  # ticket -> agents' relays in flight
         self.on_suggestion: Callable[[], None] | None = None  # a new FAQ suggestion (editors' desk)
 
     @property
@@ -257,11 +259,19 @@ class Desk:
             for task in late:
                 task.cancel()
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
         delivery.track(task)  # the update that spawned it is done once it is
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+        return task
+
+    async def _relays_settled(self, ticket_id: int) -> None:
+        """Wait for the agents' messages of a ticket still on their way to the customer: they are
+        stored once delivered, and a command typed right after one (``/faq``) must see it."""
+        pending = self._relaying.get(ticket_id)
+        if pending:
+            await asyncio.wait(list(pending), timeout=RELAY_SETTLE_SECONDS)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -464,7 +474,16 @@ class Desk:
                 reply_parameters=reply,
             )
         future = self.sender.submit(ticket.chat_id, method)
-        self._spawn(self._agent_relayed(future, parts, ticket, agent))
+        task = self._spawn(self._agent_relayed(future, parts, ticket, agent))
+        pending = self._relaying.setdefault(ticket.id, set())
+        pending.add(task)
+
+        def settled(done: asyncio.Task[Any]) -> None:
+            pending.discard(done)
+            if not pending:
+                self._relaying.pop(ticket.id, None)
+
+        task.add_done_callback(settled)
 
     async def _agent_relayed(
         self, future: asyncio.Future[Any], parts: list[Message], ticket: TicketView, agent: Agent
@@ -732,6 +751,8 @@ class Desk:
         self, session: AsyncSession, *, ticket: TicketView, agent: Agent, answer: str | None
     ) -> None:
         """``/faq [ANSWER]``: the customer's question and the agent's answer, for the editors."""
+        if not answer:
+            await self._relays_settled(ticket.id)  # "the agent's last answer" may be on its way
         suggestion = await self.tickets.suggest_faq(session, ticket_id=ticket.id, agent=agent, answer=answer)
         if suggestion is None:
             self._spawn(self.notice(ticket.id, self.texts.faq_nothing))

@@ -631,9 +631,9 @@ async def test_suggest_sends_a_kb_answer_and_faq_saves_a_suggestion(harness: Bot
     assert sent.author is Author.AGENT and sent.version_id is not None and sent.agent_id == harness.agent.id
     assert await eventually(lambda: _has_text(harness, topic, "sent “How do I reset my password?” (v1)"))
 
+    # /faq typed right after the answer, while it is still on its way to the customer (it is
+    # stored once delivered): the suggestion still takes that answer, not "nothing to save"
     agent_says(harness, topic, "If the link doesn't arrive, check your spam folder.")
-    await harness.sandbox.wait_for_bot_message(ANN.id, after=before + 1)
-    await eventually(lambda: rows(harness, Message, Message.decision == "relay"))
     agent_says(harness, topic, "/faq")
     [suggestion] = await eventually(lambda: rows(harness, Suggestion))
     assert suggestion.question == "I forgot my password and can't get in"
