@@ -20,6 +20,10 @@ not an hour), then, for each configuration, starts the Bot API sandbox and the r
 3. *saturation*: every customer writes again as soon as answered, for ``--saturation`` s:
    sustained answers/s.
 
+"per answer" (at rate / flat out): database transactions committed by the bot per answer, and
+CPU milliseconds of this process per answer, all threads / the event loop's thread alone (the
+sandbox and the customers run in the same loop as the bot, so the loop's share is theirs too).
+
 Configurations: ``batched`` (the default settings: micro-batched searches, :mod:`kb.batching`)
 and ``naive`` (``kb.batch_queries = false``: one encode and one index search per message). Both
 use the flat FAISS index and one model (``kb.multilingual_model = ""``). Prints a table with
@@ -52,6 +56,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import SecretStr
+from sqlalchemy import event
 
 from bot.app import build_bot, polling
 from bot.config import Settings
@@ -258,6 +263,9 @@ class PhaseResult:
     errors: int = 0
     overruns: int = 0  # sends due while every customer still waited for an answer
     elapsed: float = 0.0
+    commits: int = 0  # database transactions committed by the bot during the phase
+    cpu: float = 0.0  # CPU seconds of this process (bot, sandbox and customers) during the phase
+    loop_cpu: float = 0.0  # ...of which in the event loop's thread (the rest: model, index, SQLite)
 
     @property
     def answers(self) -> int:
@@ -268,6 +276,35 @@ class PhaseResult:
 
     def search_percentile(self, q: float) -> float:
         return float(np.percentile(self.searches, q)) * 1000 if self.searches else float("nan")
+
+    @property
+    def per_answer(self) -> str:
+        """Transactions and CPU milliseconds per answer."""
+        if not self.answers:
+            return "-"
+        n = self.answers
+        return f"{self.commits / n:.1f} tx, {self.cpu / n * 1000:.0f}/{self.loop_cpu / n * 1000:.0f} ms"
+
+
+class Meter:
+    """Commits of the bot's engine and CPU time of this process, between two readings."""
+
+    def __init__(self, services: Services) -> None:
+        self.commits = 0
+
+        def committed(_connection: Any) -> None:
+            self.commits += 1
+
+        event.listen(services.engine.sync_engine, "commit", committed)
+        self.reset()
+
+    def reset(self) -> None:
+        self._commits, self._cpu, self._loop = self.commits, time.process_time(), time.thread_time()
+
+    def take(self, result: PhaseResult) -> None:
+        result.commits = self.commits - self._commits
+        result.cpu, result.loop_cpu = time.process_time() - self._cpu, time.thread_time() - self._loop
+        self.reset()
 
 
 class Customers:
@@ -374,12 +411,16 @@ async def run_config(
                     await customers.ask(customers.people[0], first)
                     ready = time.monotonic() - started
                     clock = SearchClock(services)
+                    meter = Meter(services)
                     await customers.at_rate(min(args.rate, 20.0), 2.0)  # warm-up
                     clock.take()
+                    meter.reset()
                     rate = await customers.at_rate(args.rate, args.duration)
                     rate.searches = clock.take()
+                    meter.take(rate)
                     saturation = await customers.flat_out(args.saturation)
                     saturation.searches = clock.take()
+                    meter.take(saturation)
                     batcher = services.kb._batcher
                     batches = (
                         f"{batcher.stats.batches} batches, mean {batcher.stats.mean_size:.1f}, "
@@ -413,14 +454,16 @@ def report(args: argparse.Namespace, runs: list[Figures], build_seconds: float) 
           f"{os.cpu_count()} CPUs, load average now {load()}")  # fmt: skip
     header = f"{'config':<8} {'ready s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'answers':>8} " \
              f"{'errors':>7} {'overrun':>8} {'sat ans/s':>10} {'sat p50':>8} {'search p50':>10} " \
-             f"{'sat search':>10}  batching"  # fmt: skip
+             f"{'sat search':>10}  {'per answer at rate':>18}  {'per answer flat out':>19}  " \
+             "batching"  # fmt: skip
     print(header)
     for f in runs:
         r, s = f.rate, f.saturation
         print(f"{f.name:<8} {f.ready:>8.1f} {r.percentile(50):>8.1f} {r.percentile(95):>8.1f} "
               f"{r.percentile(99):>8.1f} {r.answers:>8d} {r.errors + s.errors:>7d} {r.overruns:>8d} "
               f"{s.answers / s.elapsed:>10.1f} {s.percentile(50):>8.1f} {r.search_percentile(50):>10.1f} "
-              f"{s.search_percentile(50):>10.1f}  {f.batches}")  # fmt: skip
+              f"{s.search_percentile(50):>10.1f}  {r.per_answer:>18}  {s.per_answer:>19}  "
+              f"{f.batches}")  # fmt: skip
     best = runs[0]
     throughput = best.saturation.answers / best.saturation.elapsed
     big = args.kb_size >= 100_000

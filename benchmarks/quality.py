@@ -76,7 +76,12 @@ def _curve(queries, results, base: Thresholds) -> str:
         f"  {'answer threshold':>16} {'in-scope answered':>18} {'answers right':>14} {'OOS answered':>13}"
     ]
     for threshold in GRID:
-        rule = Thresholds(answer=threshold, suggest=min(base.suggest, threshold), margin=base.margin)
+        rule = Thresholds(
+            answer=threshold,
+            suggest=min(base.suggest, threshold),
+            margin=base.margin,
+            margin_floor=min(base.floor, threshold),
+        )
         answered = np.array([decide(hits, rule).action is Action.ANSWER for hits in results])
         n_in = answered[in_scope].sum()
         right = (answered & correct)[in_scope].sum()

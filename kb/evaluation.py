@@ -9,16 +9,17 @@ decision would (wrongly) answer. Latency is one query at a time, end to end (enc
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from kb.decision import Action, Thresholds, decide
-from kb.search import KnowledgeBase
+from kb.search import Hit, KnowledgeBase
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,5 +108,142 @@ def evaluate(kb: KnowledgeBase, queries: Sequence[LabelledQuery], thresholds: Th
             "answer": thresholds.answer,
             "suggest": thresholds.suggest,
             "margin": thresholds.margin,
+            "margin_floor": thresholds.floor,
         },
     }
+
+
+# -- choosing the thresholds ----------------------------------------------------------------
+
+# The grid benchmarks/thresholds.py sweeps; the shipped defaults are one of its points.
+ANSWER_GRID = (0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
+MARGIN_GRID = (0.05, 0.10, 0.15, 0.20, 1.0)  # 1.0: no margin rule
+FLOOR_GRID = (0.50, 0.60, 0.65, 0.70, 0.75)  # the margin rule's floor (0.50: the suggest threshold)
+
+
+def threshold_grid(suggest: float) -> list[Thresholds]:
+    """Every point of the grid that is a valid rule with this suggest threshold: answer x margin x
+    floor, a floor only up to the answer threshold (above it the margin rule never fires), one
+    point for "no margin rule" per answer threshold."""
+    grid = []
+    for answer in ANSWER_GRID:
+        low = min(suggest, answer)
+        for margin in MARGIN_GRID:
+            floors = sorted({min(max(f, low), answer) for f in FLOOR_GRID}) if margin < 1.0 else [low]
+            grid += [Thresholds(answer=answer, suggest=low, margin=margin, margin_floor=f) for f in floors]
+    return grid
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(" ?.!")
+
+
+def verbatim_out_of_scope(queries: Sequence[LabelledQuery], kb_questions: Sequence[str]) -> list[bool]:
+    """Per query: labelled out of scope, yet word for word one of the KB's questions (case, spacing
+    and closing punctuation aside). Such a label is stale (the entry was written from that very
+    question): answering it is right, so the trade-off reports its out-of-scope rate without them
+    as well."""
+    known = {_normalised(q) for q in kb_questions}
+    return [not q.expected and _normalised(q.text) in known for q in queries]
+
+
+@dataclass(frozen=True, slots=True)
+class TradeOff:
+    """What one set of thresholds does on one labelled set (rates in [0, 1]; None: no such query)."""
+
+    answer: float
+    margin: float
+    margin_floor: float
+    in_scope_answered: float | None
+    answers_right: float | None  # of the in-scope queries answered, the share whose top hit is right
+    out_of_scope_answered: float | None
+    out_of_scope_answered_clean: float | None  # the same without the verbatim ones (see above)
+    utility: float  # per query: +1 for a right answer, -cost for a wrong one, 0 otherwise
+    # each query's utility, in order (what the noise of a difference is measured from)
+    outcomes: tuple[float, ...] = field(default=(), repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "outcomes"}
+
+
+def trade_off(
+    queries: Sequence[LabelledQuery],
+    results: Sequence[Sequence[Hit]],
+    thresholds: Thresholds,
+    *,
+    verbatim: Sequence[bool] | None = None,
+    cost: float = 2.0,
+) -> TradeOff:
+    """The decision ``thresholds`` would take on every query, summed up. ``results``: the hits of
+    each query, best first (``search_sync`` output); ``cost``: what a wrong answer (an
+    out-of-scope one included) costs, in right answers."""
+    verbatim = verbatim if verbatim is not None else [False] * len(queries)
+    n_in = n_in_answered = n_right = n_out = n_out_answered = n_clean = n_clean_answered = 0
+    outcomes = []
+    for query, hits, stale in zip(queries, results, verbatim, strict=True):
+        decision = decide(hits, thresholds)
+        answered = decision.action is Action.ANSWER
+        right = answered and bool(query.expected) and decision.chosen[0].article_key in query.expected
+        outcomes.append(1.0 if right else -cost if answered else 0.0)
+        if query.expected:
+            n_in += 1
+            n_in_answered += answered
+            n_right += right
+        else:
+            n_out += 1
+            n_out_answered += answered
+            if not stale:
+                n_clean += 1
+                n_clean_answered += answered
+    wrong = n_in_answered - n_right + n_out_answered
+
+    def rate(part: int, whole: int) -> float | None:
+        return part / whole if whole else None
+
+    return TradeOff(
+        answer=thresholds.answer,
+        margin=thresholds.margin,
+        margin_floor=thresholds.floor,
+        in_scope_answered=rate(n_in_answered, n_in),
+        answers_right=rate(n_right, n_in_answered),
+        out_of_scope_answered=rate(n_out_answered, n_out),
+        out_of_scope_answered_clean=rate(n_clean_answered, n_clean),
+        utility=(n_right - cost * wrong) / len(queries) if queries else 0.0,
+        outcomes=tuple(outcomes),
+    )
+
+
+def _mean_utility(sweeps: Sequence[Sequence[TradeOff]], i: int) -> float:
+    return sum(sweep[i].utility for sweep in sweeps) / len(sweeps)
+
+
+def utility_noise(sweeps: Sequence[Sequence[TradeOff]], i: int, j: int) -> float:
+    """The standard error of the difference in mean utility between grid points ``i`` and ``j``,
+    paired by query (both rules see the same hits): per set, the spread of the per-query
+    differences over the square root of the set's size; over the sets, as for their mean.
+    0 without per-query outcomes."""
+    variance = 0.0
+    for sweep in sweeps:
+        a, b = sweep[i].outcomes, sweep[j].outcomes
+        if len(a) > 1 and len(a) == len(b):
+            variance += statistics.variance([x - y for x, y in zip(a, b, strict=True)]) / len(a)
+    return math.sqrt(variance) / len(sweeps)
+
+
+def choose_thresholds(sweeps: Sequence[Sequence[TradeOff]]) -> TradeOff:
+    """The thresholds to ship, from several labelled sets (one sweep per set, over the same grid,
+    in the same order): among the grid points whose mean utility is within one standard error of
+    the best one's (``utility_noise``: the sets cannot tell them apart), the one with the highest
+    margin floor, then the best mean utility, then the first on the grid. The floor wins because
+    the eval sets are large KBs: in a small one the top hit leads a short list far more often,
+    right or not, and the margin rule fires at low scores. Only sets with out-of-scope queries
+    can tell what a threshold costs in wrong answers to questions the KB does not cover: include
+    one."""
+    if not sweeps or not sweeps[0]:
+        raise ValueError("nothing to choose from")
+    points = range(len(sweeps[0]))
+    best = max(points, key=lambda i: (_mean_utility(sweeps, i), -i))
+    top = _mean_utility(sweeps, best)
+    close = [i for i in points if top - _mean_utility(sweeps, i) <= utility_noise(sweeps, best, i) + 1e-12]
+    chosen = max(close, key=lambda i: (sweeps[0][i].margin_floor, _mean_utility(sweeps, i), -i))
+    return sweeps[0][chosen]

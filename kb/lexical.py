@@ -9,7 +9,7 @@ cosine similarity under fixed thresholds.
 from __future__ import annotations
 
 import re
-from collections import Counter
+from array import array
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,52 +41,97 @@ def _stem(word: str) -> str:
 
 
 class LexicalIndex:
-    """BM25 over a fixed list of documents (one per article version), scored in one sparse product."""
+    """BM25 over a fixed list of documents (one per article version).
+
+    The weights are kept term by term (a terms x documents sparse matrix), so a query reads the
+    postings of its own terms only, and :meth:`top` picks the best documents without sorting
+    all of them."""
 
     def __init__(
         self, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75, saturation: float = 8.0
     ):
         self.saturation = saturation
         self.vocabulary: dict[str, int] = {}
-        counts = [Counter(tokens(doc)) for doc in documents]
-        for counter in counts:
-            for term in counter:
-                self.vocabulary.setdefault(term, len(self.vocabulary))
-        n_docs = max(len(documents), 1)
-        lengths = np.array([sum(c.values()) for c in counts], dtype=np.float32)
-        average = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
-        document_frequency = np.zeros(len(self.vocabulary), dtype=np.float32)
-        rows, cols, values = [], [], []
-        for row, counter in enumerate(counts):
-            norm = k1 * (1 - b + b * lengths[row] / average)
-            for term, tf in counter.items():
-                col = self.vocabulary[term]
-                document_frequency[col] += 1
-                rows.append(row)
-                cols.append(col)
-                values.append(tf * (k1 + 1) / (tf + norm))
-        idf = np.log(1 + (n_docs - document_frequency + 0.5) / (document_frequency + 0.5))
-        matrix = sparse.csr_matrix(
-            (np.asarray(values, dtype=np.float32), (rows, cols)), shape=(len(documents), len(self.vocabulary))
+        terms, lengths = self._term_ids(documents)
+        n_docs = len(documents)
+        doc_of = np.repeat(np.arange(n_docs, dtype=np.int32), lengths)
+        # Term frequencies: duplicates (doc, term) are summed on conversion.
+        counts = sparse.csr_matrix(
+            (np.ones(len(terms), dtype=np.float32), (doc_of, terms)), shape=(n_docs, len(self.vocabulary))
         )
-        self._matrix = (matrix @ sparse.diags(idf.astype(np.float32))).tocsr()
+        counts.sum_duplicates()
+        average = float(lengths.mean()) if n_docs and lengths.mean() > 0 else 1.0
+        norm = (k1 * (1 - b + b * lengths.astype(np.float32) / average)).astype(np.float32)
+        tf = counts.data
+        rows = np.repeat(np.arange(n_docs), np.diff(counts.indptr))
+        document_frequency = np.bincount(counts.indices, minlength=len(self.vocabulary)).astype(np.float32)
+        idf = np.log(1 + (max(n_docs, 1) - document_frequency + 0.5) / (document_frequency + 0.5))
+        counts.data = (tf * (k1 + 1) / (tf + norm[rows]) * idf[counts.indices]).astype(np.float32)
+        self._by_term = counts.T.tocsr()  # terms x documents
+        self._n_docs = n_docs
+
+    def _term_ids(self, documents: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every document's term ids, concatenated, and each document's count of them; the
+        vocabulary grows as terms are met. A word is tokenised and stemmed once, however often
+        it occurs."""
+        known: dict[str, int] = {}  # word as written -> term id, -1 when dropped
+        terms: array[int] = array("q")
+        lengths = np.zeros(len(documents), dtype=np.int64)
+        for position, document in enumerate(documents):
+            before = len(terms)
+            for word in _TOKEN.findall(document):
+                term = known.get(word)
+                if term is None:
+                    term = known[word] = self._term_of(word)
+                if term >= 0:
+                    terms.append(term)
+            lengths[position] = len(terms) - before
+        return np.frombuffer(terms, dtype=np.int64) if terms else np.zeros(0, np.int64), lengths
+
+    def _term_of(self, word: str) -> int:
+        word = word.lower()
+        if word in STOPWORDS or len(word) <= 1:
+            return -1
+        return self.vocabulary.setdefault(_stem(word), len(self.vocabulary))
 
     def __len__(self) -> int:
-        return self._matrix.shape[0]
+        return self._n_docs
+
+    def _query_terms(self, query: str) -> list[int]:
+        return sorted({self.vocabulary[t] for t in tokens(query) if t in self.vocabulary})
 
     def raw_scores(self, queries: Sequence[str]) -> np.ndarray:
         """BM25 per (query, document)."""
-        query_matrix = sparse.lil_matrix((len(queries), len(self.vocabulary)), dtype=np.float32)
+        out = np.zeros((len(queries), len(self)), dtype=np.float32)
         for row, query in enumerate(queries):
-            for term in set(tokens(query)):
-                col = self.vocabulary.get(term)
-                if col is not None:
-                    query_matrix[row, col] = 1.0
-        if len(self) == 0:
-            return np.zeros((len(queries), 0), dtype=np.float32)
-        return np.asarray((query_matrix.tocsr() @ self._matrix.T).todense(), dtype=np.float32)
+            terms = self._query_terms(query)
+            if terms:
+                out[row] = np.asarray(self._by_term[terms].sum(axis=0)).ravel()
+        return out
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """BM25 squashed to [0, 1)."""
         raw = self.raw_scores(queries)
         return raw / (raw + self.saturation)
+
+    def top(self, queries: Sequence[str], n: int) -> list[list[tuple[int, float]]]:
+        """Per query, up to ``n`` (document, squashed BM25) with a score above 0, best first
+        (ties: the lower document first); reads only the postings of the query's terms."""
+        results = []
+        for query in queries:
+            terms = self._query_terms(query)
+            if not terms or n <= 0:
+                results.append([])
+                continue
+            postings = self._by_term[terms]
+            raw = np.bincount(postings.indices, weights=postings.data, minlength=len(self))
+            docs = np.flatnonzero(raw > 0)
+            if len(docs) > n:
+                # Everything scoring at least the n-th best, ties at the edge included.
+                edge = np.partition(raw[docs], len(docs) - n)[len(docs) - n]
+                docs = docs[raw[docs] >= edge]
+            best = raw[docs]
+            order = np.lexsort((docs, -best))[:n]
+            squashed = best[order] / (best[order] + self.saturation)
+            results.append(list(zip(docs[order].tolist(), squashed.tolist(), strict=True)))
+        return results

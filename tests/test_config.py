@@ -63,6 +63,8 @@ def test_token_is_never_shown(tmp_path: Path) -> None:
         ('[kb]\nanswer_threshold = "high"\n', "kb.answer_threshold"),
         ("[kb]\nanswer_threshold = 1.5\n", "kb.answer_threshold"),
         ("[kb]\nanswer_threshold = 0.3\nsuggest_threshold = 0.4\n", "must not exceed"),
+        ("[kb]\nmargin_floor = 0.4\n", "margin_floor (0.4) must lie between"),
+        ("[kb]\nanswer_threshold = 0.7\nmargin_floor = 0.75\n", "margin_floor (0.75) must lie between"),
         ('[telegram]\napi_url = "localhost:8081"\n', "api_url must start with http"),
         ('[database]\nurl = "helpdesk.db"\n', "database"),
     ],

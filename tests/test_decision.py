@@ -54,3 +54,27 @@ def test_one_clear_candidate_in_the_middle_band_is_answered() -> None:
     assert decide([hit("a", 0.45), hit("b", 0.10)], with_margin).action is Action.ESCALATE
     without_margin = Thresholds(answer=0.7, suggest=0.5)
     assert decide([hit("a", 0.64), hit("b", 0.40)], without_margin).action is Action.SUGGEST, "1.0 is off"
+
+
+def test_the_margin_rule_answers_only_from_its_floor_up() -> None:
+    floored = Thresholds(answer=0.85, suggest=0.5, margin=0.1, margin_floor=0.65)
+    # the small-KB case: a low top hit well ahead of the right one is a "did you mean" with both
+    low = decide([hit("recover", 0.596), hit("password", 0.434)], floored)
+    assert low.action is Action.SUGGEST
+    assert [h.article_key for h in low.chosen] == ["recover"]  # 0.434 is below suggest
+    assert decide([hit("a", 0.64), hit("b", 0.30)], floored).action is Action.SUGGEST
+    assert decide([hit("a", 0.65), hit("b", 0.50)], floored).action is Action.ANSWER  # at the floor
+    assert decide([hit("a", 0.70), hit("b", 0.65)], floored).action is Action.SUGGEST  # lead too small
+    assert decide([hit("a", 0.86), hit("b", 0.85)], floored).action is Action.ANSWER  # the threshold
+    # unset, the floor is the suggest threshold: the rule as before
+    unset = Thresholds(answer=0.85, suggest=0.5, margin=0.1)
+    assert unset.floor == 0.5
+    assert decide([hit("recover", 0.596), hit("password", 0.434)], unset).action is Action.ANSWER
+    assert Thresholds(0.85, 0.5, 0.1, margin_floor=0.5).floor == 0.5
+    assert Thresholds(0.85, 0.5, 0.1, margin_floor=0.85).floor == 0.85
+
+
+@pytest.mark.parametrize("floor", [0.49, 0.86])
+def test_the_floor_lies_between_suggest_and_answer(floor: float) -> None:
+    with pytest.raises(ValueError, match="margin_floor"):
+        Thresholds(answer=0.85, suggest=0.5, margin=0.1, margin_floor=floor)
