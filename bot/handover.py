@@ -474,8 +474,8 @@ class Desk:
                 reply_parameters=reply,
             )
         future = self.sender.submit(ticket.chat_id, method)
-        task = self._spawn(self._agent_relayed(future, parts, ticket, agent))
         pending = self._relaying.setdefault(ticket.id, set())
+        task = self._spawn(self._agent_relayed(future, parts, ticket, agent, after=list(pending)))
         pending.add(task)
 
         def settled(done: asyncio.Task[Any]) -> None:
@@ -486,10 +486,20 @@ class Desk:
         task.add_done_callback(settled)
 
     async def _agent_relayed(
-        self, future: asyncio.Future[Any], parts: list[Message], ticket: TicketView, agent: Agent
+        self,
+        future: asyncio.Future[Any],
+        parts: list[Message],
+        ticket: TicketView,
+        agent: Agent,
+        *,
+        after: list[asyncio.Task[Any]],
     ) -> None:
+        """Store an agent's message once delivered, after the ones they sent before it (``after``):
+        the conversation's rows keep the order the customer saw."""
         if not await self._delivered(future, ticket, reply_to=parts[0].message_id):
             return
+        if after:
+            await asyncio.wait(after)
         ids = _ids(await future)
         claimed = False
         async with self.sessions() as session:
