@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -204,6 +205,41 @@ def pytest_report_header() -> str:
     if _server is None:
         return "database: SQLite files (set HELPDESK_TEST_DATABASE_URL for PostgreSQL)"
     return f"database: {_server.url.render_as_string(hide_password=True)} (a database per test)"
+
+
+class RecordingEncoder:
+    """The real model, recording the texts of each call (``calls``: their sizes, ``texts``: all
+    of them); a batch holding the text ``refuse`` raises ``error`` instead."""
+
+    def __init__(
+        self, real: TextEncoder, *, refuse: str | None = None, error: type[Exception] = RuntimeError
+    ) -> None:
+        self.real = real
+        self.model_id = real.model_id
+        self.dim = real.dim
+        self.refuse = refuse
+        self.error = error
+        self.batches: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def calls(self) -> list[int]:
+        return [len(batch) for batch in self.batches]
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for batch in self.batches for text in batch]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.batches.clear()
+
+    def encode(self, texts: Sequence[str], *, kind: str = "passage") -> np.ndarray:
+        with self._lock:
+            self.batches.append(list(texts))
+        if self.refuse is not None and self.refuse in texts:
+            raise self.error(f"refused {self.refuse!r}")
+        return self.real.encode(texts, kind=kind)  # type: ignore[arg-type]
 
 
 def make_settings(tmp_path: Path, **kb: object) -> Settings:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 
 from bot.runtime import Services
@@ -15,7 +13,7 @@ from kb.batching import QueryBatcher
 from kb.encoder import TextEncoder
 from kb.errors import KbError
 from kb.search import Hit, KnowledgeBase
-from tests.conftest import EXAMPLE_FAQ
+from tests.conftest import EXAMPLE_FAQ, RecordingEncoder
 
 QUESTIONS = [
     "how do I reset my password",
@@ -30,26 +28,7 @@ QUESTIONS = [
 
 
 class PoisonError(KbError):
-    """Raised by :class:`PoisonedEncoder` for the text it refuses."""
-
-
-class PoisonedEncoder:
-    """The real model, refusing any batch that holds ``poison``; counts its calls and texts."""
-
-    def __init__(self, real: TextEncoder, poison: str) -> None:
-        self.real = real
-        self.poison = poison
-        self.model_id = real.model_id
-        self.dim = real.dim
-        self.calls: list[int] = []
-        self._lock = threading.Lock()
-
-    def encode(self, texts: Sequence[str], *, kind: str = "passage") -> np.ndarray:
-        with self._lock:
-            self.calls.append(len(texts))
-        if self.poison in texts:
-            raise PoisonError(f"refused {self.poison!r}")
-        return self.real.encode(texts, kind=kind)  # type: ignore[arg-type]
+    """Raised by the encoder for the text it refuses."""
 
 
 async def _kb(services: Services, encoder: TextEncoder, **options: object) -> KnowledgeBase:
@@ -76,10 +55,10 @@ def _same(batched: list[Hit], alone: list[Hit]) -> None:
 async def test_concurrent_searches_share_one_encode_and_match_one_by_one(
     faq: Services, encoder: TextEncoder
 ) -> None:
-    counting = PoisonedEncoder(encoder, poison="\0never sent\0")
+    counting = RecordingEncoder(encoder)
     kb = await _kb(faq, counting, batch_window=0.05)
     alone = [faq.kb.search_sync([q], k=5)[0] for q in QUESTIONS]
-    counting.calls.clear()
+    counting.clear()
 
     batched = await asyncio.gather(*(kb.search(q, k=5) for q in QUESTIONS))
 
@@ -107,7 +86,7 @@ async def test_each_caller_gets_its_own_k_and_language(faq: Services, encoder: T
 async def test_searches_arriving_while_the_encoder_works_form_the_next_batch(
     faq: Services, encoder: TextEncoder
 ) -> None:
-    counting = PoisonedEncoder(encoder, poison="\0never sent\0")
+    counting = RecordingEncoder(encoder)
     kb = await _kb(faq, counting, batch_window=0.0)
     first = asyncio.create_task(kb.search(QUESTIONS[0]))
     await asyncio.sleep(0)  # the batcher starts on the first one alone
@@ -122,7 +101,7 @@ async def test_an_error_reaches_only_the_caller_whose_text_caused_it(
     faq: Services, encoder: TextEncoder
 ) -> None:
     poison = "this text breaks the encoder"
-    poisoned = PoisonedEncoder(encoder, poison=poison)
+    poisoned = RecordingEncoder(encoder, refuse=poison, error=PoisonError)
     kb = await _kb(faq, poisoned, batch_window=0.05)
     texts = [QUESTIONS[0], poison, QUESTIONS[2]]
 
@@ -159,7 +138,7 @@ async def test_large_bursts_are_split_into_batches_of_at_most_max_batch() -> Non
 
 
 async def test_switched_off_the_search_runs_alone(faq: Services, encoder: TextEncoder) -> None:
-    counting = PoisonedEncoder(encoder, poison="\0never sent\0")
+    counting = RecordingEncoder(encoder)
     kb = await _kb(faq, counting, batch_window=None)
     await asyncio.gather(*(kb.search(q) for q in QUESTIONS[:3]))
     assert kb._batcher is None and counting.calls == [1, 1, 1]

@@ -3,8 +3,6 @@ channel's top documents; the real bundled model and real FAISS throughout."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +15,8 @@ from kb.index import IndexOptions, read_meta
 from kb.lexical import LexicalIndex
 from kb.query_cache import QueryCache
 from kb.search import KnowledgeBase
-from tests.conftest import EXAMPLE_FAQ
+from tests.conftest import EXAMPLE_FAQ, RecordingEncoder
 from tests.test_batching import QUESTIONS
-
-
-class CountingEncoder:
-    """The real model, counting the texts it is asked to encode."""
-
-    def __init__(self, real: TextEncoder) -> None:
-        self.real = real
-        self.model_id = real.model_id
-        self.dim = real.dim
-        self.texts: list[str] = []
-        self._lock = threading.Lock()
-
-    def encode(self, texts: Sequence[str], *, kind: str = "passage") -> np.ndarray:
-        with self._lock:
-            self.texts.extend(texts)
-        return self.real.encode(texts, kind=kind)  # type: ignore[arg-type]
 
 
 async def test_hnsw_above_the_threshold_ranks_as_flat_does(services: Services) -> None:
@@ -65,7 +47,7 @@ async def test_hnsw_above_the_threshold_ranks_as_flat_does(services: Services) -
 
 
 def test_query_cache_encodes_each_question_once(encoder: TextEncoder) -> None:
-    counting = CountingEncoder(encoder)
+    counting = RecordingEncoder(encoder)
     cache = QueryCache(counting, size=2)
     first = cache.encode(["how do I reset my password", "refund", "how do I reset my password"])
     assert counting.texts == ["how do I reset my password", "refund"]
@@ -90,7 +72,7 @@ async def test_a_cached_question_sees_the_new_kb_revision(
     services: Services, encoder: TextEncoder, tmp_path: Path
 ) -> None:
     await ingest_paths([EXAMPLE_FAQ], sessions=services.sessions, encoder=services.encoder)
-    counting = CountingEncoder(encoder)
+    counting = RecordingEncoder(encoder)
     kb = KnowledgeBase(counting, services.settings.kb.index_dir, batch_window=None)
     await kb.sync(services.sessions)
     question = "can I pay for the subscription with bitcoin"
@@ -105,7 +87,7 @@ async def test_a_cached_question_sees_the_new_kb_revision(
     assert report.added == 1
     revision = kb.revision
     assert await kb.sync(services.sessions) and kb.revision > revision
-    counting.texts.clear()
+    counting.clear()
 
     after = kb.search_sync([question])[0]
     assert counting.texts == []  # the query's vector came from the cache...
