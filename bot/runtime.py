@@ -50,7 +50,10 @@ async def open_services(
     try:
         sessions = db.session_factory(engine)
         encoder = encoder or make_kb_encoder(
-            settings.kb.model, settings.kb.multilingual_model, languages=settings.kb.model_languages
+            settings.kb.model,
+            settings.kb.multilingual_model,
+            languages=settings.kb.model_languages,
+            onnx_cache=settings.kb.index_dir / "onnx" if settings.kb.onnx_queries else None,
         )
         knowledge = KnowledgeBase(
             encoder,

