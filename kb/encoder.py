@@ -132,8 +132,33 @@ class SentenceEncoder:
             self.prefixes = {}
         self._lock = threading.Lock()
         log.info("loaded embedding model %s (dimension %d)", self.model_id, self.dim)
-        # queries on ONNX Runtime when it gives the same vectors (kb.onnx_queries; see kb.onnx)
-        self._onnx = OnnxQueries.build(self._model, onnx_cache, self.model_id) if onnx_cache else None
+        # Queries on ONNX Runtime when it gives the same vectors (kb.onnx_queries; see kb.onnx).
+        # Exported (the first time) and loaded on a thread of its own while the caller goes on
+        # (the bot reads its KB meanwhile); encoding waits for it, holding the same lock.
+        self._onnx: OnnxQueries | None = None
+        self._onnx_thread: threading.Thread | None = None
+        if onnx_cache is not None:
+            self._lock.acquire()  # released by the thread once the session is ready (or not)
+            self._onnx_thread = threading.Thread(
+                target=self._load_onnx, args=(onnx_cache,), name="onnx-load", daemon=True
+            )
+            try:
+                self._onnx_thread.start()
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def _load_onnx(self, cache: Path) -> None:
+        try:
+            self._onnx = OnnxQueries.build(self._model, cache, self.model_id)
+        finally:
+            self._lock.release()
+
+    def onnx_queries(self) -> OnnxQueries | None:
+        """The ONNX Runtime session queries use, once loaded; None: queries run on torch."""
+        if self._onnx_thread is not None:
+            self._onnx_thread.join()
+        return self._onnx
 
     def _load(self) -> Any:
         try:

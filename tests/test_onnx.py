@@ -22,7 +22,7 @@ QUERIES = [
 
 
 def test_queries_get_torchs_vectors(encoder: SentenceEncoder) -> None:
-    assert encoder._onnx is not None, "the bundled model should run its queries on ONNX Runtime"
+    assert encoder.onnx_queries() is not None, "the bundled model should run its queries on ONNX Runtime"
     for query in QUERIES:
         on_onnx = encoder.encode([query], kind="query")  # one text: the query path
         with_torch = encoder._encode_with(encoder._model, [query])
