@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ PROBES = (
     "a",
     " ".join(["Customers sometimes write long messages that explain their whole situation"] * 12),
 )
+STALE_PART_SECONDS = 600  # an unfinished export this old belongs to a process that is gone
 TOLERANCE = 1e-4  # largest difference allowed in any coordinate of a normalised vector
 
 
@@ -187,6 +189,10 @@ def _export(model: Any, inputs: tuple[str, ...], path: Path) -> None:
     axes = {name: {0: "batch", 1: "tokens"} for name in inputs}
     axes["hidden"] = {0: "batch", 1: "tokens"}
     path.parent.mkdir(parents=True, exist_ok=True)
+    for left in path.parent.glob("*.onnx.part"):  # an export a killed process left half written
+        with contextlib.suppress(OSError):
+            if time.time() - left.stat().st_mtime > STALE_PART_SECONDS:
+                left.unlink()
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".onnx.part")
     os.close(handle)
     try:

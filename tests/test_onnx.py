@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +45,15 @@ def test_exported_once_then_read_and_a_damaged_file_is_exported_again(
     assert graph.stat().st_mtime_ns == written, "a second start must read the export, not redo it"
     assert list(tmp_path.glob("*.part")) == []
 
+    fresh, stale = tmp_path / "a.onnx.part", tmp_path / "b.onnx.part"  # exports in progress / killed
+    fresh.write_bytes(b"half")
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     graph.write_bytes(b"not an onnx graph")
     with caplog.at_level(logging.WARNING, logger="kb.onnx"):
         again = OnnxQueries.build(model, tmp_path, "m")
     assert again is not None and "unreadable" in caplog.text
+    assert fresh.exists() and not stale.exists(), "only an old unfinished export is removed"
     assert np.abs(again.encode(["hi"]) - first.encode(["hi"])).max() < 1e-6
 
 
