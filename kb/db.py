@@ -27,6 +27,8 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from kb import sqlite_driver
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -61,7 +63,12 @@ def create_engine(url: str, *, echo: bool = False, foreign_keys: bool = True) ->
     """The async engine for ``url``. ``foreign_keys=False`` (SQLite only, for migrations): they
     are not enforced, so dropping a table that a migration rebuilds cascades no deletes."""
     ensure_sqlite_dir(url)
-    engine = create_async_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"))
+    options: dict[str, Any] = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.get_driver_name() == "aiosqlite":
+        args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
+        options["async_creator"] = lambda: sqlite_driver.connect(*args, **kwargs)
+    engine = create_async_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"), **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect(foreign_keys=foreign_keys))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

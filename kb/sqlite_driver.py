@@ -1,0 +1,117 @@
+"""aiosqlite connections that run each statement in one trip to the connection's thread.
+
+aiosqlite runs a ``sqlite3`` connection in a thread of its own; each call is a trip there and
+back (a queue, a wake-up, a ``call_soon_threadsafe``: ~80 µs on an idle loop, and each return
+waits for the event loop to be free). SQLAlchemy's aiosqlite adapter makes four trips per
+statement that returns rows (create a cursor, execute, fetch, close) and three for the others.
+:class:`Connection` is aiosqlite's connection with a cursor that executes, fetches every row and
+closes in one trip (a customer's answer makes ~25 statements: ~60 fewer trips), and a rollback
+with no transaction open (the pool's, after each commit) makes none.
+
+The rows are read at once, as SQLAlchemy's adapter does (it buffers them too; this project
+streams no results). The ``sqlite3`` cursor never leaves the connection's thread. Used through
+:func:`connect`, the ``async_creator`` of :func:`kb.db.create_engine` for SQLite URLs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiosqlite
+
+ITER_CHUNK_SIZE = 64  # aiosqlite's default; unused here (rows are fetched at once)
+
+
+class Cursor:
+    """Enough of ``aiosqlite.Cursor`` for SQLAlchemy: ``execute`` brings the rows along."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> Cursor:
+        outcome = await self._connection._execute(_run, self._connection._conn, sql, parameters, many=False)
+        self._take(outcome)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
+        outcome = await self._connection._execute(_run, self._connection._conn, sql, parameters, many=True)
+        self._take(outcome)
+        return self
+
+    def _take(self, outcome: tuple[Any, int, int | None, list[Any]]) -> None:
+        self.description, self.rowcount, self.lastrowid, self._rows = outcome
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        count = self.arraysize if size is None else size
+        taken, self._rows = self._rows[:count], self._rows[count:]
+        return taken
+
+    async def fetchall(self) -> list[Any]:
+        taken, self._rows = self._rows, []
+        return taken
+
+    async def nextset(self) -> None:  # sqlite3 has no result sets to move between
+        return None
+
+    async def close(self) -> None:
+        self._rows = []
+
+
+def _run(
+    conn: sqlite3.Connection, sql: str, parameters: Any, *, many: bool
+) -> tuple[Any, int, int | None, list[Any]]:
+    """In the connection's thread: execute, read every row, close the cursor."""
+    cursor = conn.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, parameters)
+        elif parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+class Connection(aiosqlite.Connection):
+    """``aiosqlite.Connection`` whose cursors make one trip per statement (see the module)."""
+
+    def cursor(self) -> Cursor:  # type: ignore[override]
+        return Cursor(self)
+
+    async def rollback(self) -> None:
+        """Roll back, without a trip when no transaction is open (the pool rolls back each
+        connection it gets back, after every commit too)."""
+        if self._connection is not None and not self._connection.in_transaction:
+            return
+        await super().rollback()
+
+
+def connect(database: str, **kwargs: Any) -> Connection:
+    """Like ``aiosqlite.connect``; await the result. The thread does not keep a process alive
+    (as SQLAlchemy's adapter arranges for aiosqlite's own connections)."""
+
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(database, **kwargs)
+
+    connection = Connection(connector, ITER_CHUNK_SIZE)
+    connection._thread.daemon = True
+    return connection

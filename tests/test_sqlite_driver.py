@@ -1,0 +1,70 @@
+"""kb/sqlite_driver.py: one trip to the connection's thread per statement, same results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from kb import sqlite_driver
+from kb.db import create_engine
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The functions sent to SQLite connections' threads, by name."""
+    sent: list[str] = []
+    original = sqlite_driver.Connection._execute
+
+    async def counting(self: sqlite_driver.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite_driver.Connection, "_execute", counting)
+    return sent
+
+
+async def test_a_statement_is_one_trip_with_its_rows(tmp_path: Path, trips: list[str]) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)"))
+        trips.clear()
+        async with engine.begin() as conn:
+            inserted = await conn.execute(
+                text("INSERT INTO t (name) VALUES (:name)"), [{"name": n} for n in ("a", "b", "c")]
+            )
+            assert inserted.rowcount == 3
+            one = await conn.execute(text("INSERT INTO t (name) VALUES ('d')"))
+            assert one.lastrowid == 4
+            query = text("SELECT id, name FROM t WHERE id > :n ORDER BY id")
+            rows = (await conn.execute(query, {"n": 1})).all()
+            assert [tuple(r) for r in rows] == [(2, "b"), (3, "c"), (4, "d")]
+            returned = (await conn.execute(text("UPDATE t SET name = 'x' WHERE id < 3 RETURNING id"))).all()
+            assert sorted(r.id for r in returned) == [1, 2]
+        # BEGIN IMMEDIATE, four statements, COMMIT: a trip each
+        assert trips == ["_run", "_run", "_run", "_run", "_run", "commit"]
+    finally:
+        await engine.dispose()
+
+
+async def test_errors_are_sqlalchemys_and_the_connection_goes_on(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (2)"))
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(OperationalError, match="no such table"):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT * FROM missing"))
+        async with engine.connect() as conn:  # the failed transaction left nothing behind
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 1
+    finally:
+        await engine.dispose()
