@@ -236,7 +236,9 @@ def _int(value: object) -> int:
 
 class SearchClock:
     """Times ``KnowledgeBase.search`` inside the running bot (the batcher's wait included), to
-    tell the search's share of the latency from the rest of the path (database, delivery)."""
+    tell the search's share of the latency from the rest of the path (database, delivery). The
+    search of a question starts as its update arrives (``KnowledgeBase.start_search``): this is
+    what the handler still waits for when it asks, often nothing."""
 
     def __init__(self, services: Services) -> None:
         self.samples: list[float] = []

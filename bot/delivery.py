@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -51,10 +52,10 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import TelegramType
-from aiogram.types import Update
+from aiogram.types import Message, Update
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Table, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -359,6 +360,7 @@ def _no_default(value: Any) -> None:
 
 
 _MESSAGE_KEPT = ("message_id", "date", "message_thread_id", "is_topic_message", "media_group_id")
+_MESSAGE_INCLUDE: dict[str, Any] = {key: True for key in _MESSAGE_KEPT} | {"chat": {"id", "type"}}
 
 
 def _jsonable(result: Any) -> Any:
@@ -368,11 +370,11 @@ def _jsonable(result: Any) -> Any:
         return [_jsonable(item) for item in result]
     if not isinstance(result, BaseModel):
         return result
+    if isinstance(result, Message):  # the common case: only what is kept is dumped
+        return result.model_dump(
+            mode="json", exclude_none=True, fallback=_no_default, include=_MESSAGE_INCLUDE
+        )
     dumped = result.model_dump(mode="json", exclude_none=True, fallback=_no_default)
-    if "message_id" in dumped and "chat" in dumped:  # a Message
-        kept = {key: dumped[key] for key in _MESSAGE_KEPT if key in dumped}
-        kept["chat"] = {"id": dumped["chat"]["id"], "type": dumped["chat"]["type"]}
-        return kept
     if "message_thread_id" in dumped and "icon_color" in dumped:  # a ForumTopic: its name names people
         return {**dumped, "name": "", "icon_custom_emoji_id": None}
     return dumped
@@ -387,30 +389,44 @@ def install_journal(bot: Bot, journal: Journal) -> Journal:
     return journal
 
 
+@functools.cache
+def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], update_cols: tuple[str, ...]) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=list(keys), set_={col: statement.excluded[col] for col in update_cols}
+    )
+
+
+@functools.cache
+def _insert_new_statement(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(InboxUpdate.__table__)
+        .on_conflict_do_nothing(index_elements=["update_id"])
+        .returning(InboxUpdate.__table__.c.update_id)
+    )
+
+
+def _parameters(rows: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    return rows[0] if len(rows) == 1 else rows
+
+
 async def upsert(
     session: AsyncSession, table: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]
 ) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update_cols, on SQLite and PostgreSQL."""
-    dialect = session.bind.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=keys, set_={col: statement.excluded[col] for col in update_cols}
-    )
-    await session.execute(statement)
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update_cols, on SQLite and PostgreSQL.
+
+    The statement is built once per table and columns and the rows passed as parameters: built
+    anew with ``.values(rows)`` it cost more CPU than the transaction around it (~1 ms a call)."""
+    statement = _upsert_statement(session.bind.dialect.name, table.__table__, tuple(keys), tuple(update_cols))
+    await session.execute(statement, _parameters(rows))
 
 
 async def insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[int]:
     """Insert inbox rows that are not there yet; the update ids that were new."""
-    dialect = session.bind.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(InboxUpdate)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["update_id"])
-        .returning(InboxUpdate.update_id)
-    )
-    return set((await session.scalars(statement)).all())
+    statement = _insert_new_statement(session.bind.dialect.name)
+    return set((await session.scalars(statement, _parameters(rows))).all())
 
 
 # -- inbound: the inbox ---------------------------------------------------------------------------
@@ -442,6 +458,9 @@ class Inbox:
         self._done: list[int] = []  # processed, not yet marked done in the database
         self._flusher: asyncio.Task[None] | None = None
         self.on_received: Callable[[], None] | None = None
+        # Called with the updates of each arrival, before they are stored (e.g. to start work
+        # that does not depend on the database: the search of a customer's question).
+        self.on_arrival: Callable[[Sequence[Update]], None] | None = None
         self.on_processed: Callable[[str], None] | None = None
         self.processed = 0
 
@@ -457,6 +476,11 @@ class Inbox:
         Returns once they are committed: only then may Telegram hear they arrived."""
         if not updates:
             return
+        if self.on_arrival is not None:
+            try:
+                self.on_arrival(updates)
+            except Exception:  # only a head start: the updates are handled all the same
+                log.exception("inbox: the arrival hook failed on updates %s", [u.update_id for u in updates])
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         rows = [

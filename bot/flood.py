@@ -70,6 +70,12 @@ class Buckets:
             return True
         return False
 
+    def has_tokens(self, key: int, count: int = 1) -> bool:
+        """Whether ``count`` calls of :meth:`take` would succeed now (nothing spent)."""
+        bucket = self._buckets.get(key)
+        tokens = self.burst if bucket is None else bucket.tokens + (self.clock() - bucket.at) * self.rate
+        return min(self.burst, tokens) >= count
+
     def first_refusal(self, key: int) -> bool:
         """True once per flood: for the first refused update since the bucket was last full."""
         bucket = self._refilled(key)
@@ -119,6 +125,10 @@ class FloodControl(BaseMiddleware):
         self.buckets = Buckets(security.flood_burst, security.flood_per_minute, clock=clock)
         exempt: Iterable[int] = (*settings.telegram.agents, *settings.telegram.editors)
         self.exempt = frozenset(exempt)
+
+    def may_pass(self, user_id: int, *, count: int = 1) -> bool:
+        """Whether ``count`` messages of ``user_id`` arriving now would all pass (nothing spent)."""
+        return user_id in self.exempt or self.buckets.has_tokens(user_id, count)
 
     async def __call__(
         self,

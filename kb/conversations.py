@@ -31,6 +31,7 @@ from kb.models import (
 from kb.search import Hit, KnowledgeBase
 
 CONVERSATION_GAP = timedelta(hours=12)  # silence longer than this starts a new conversation
+ANSWER_HITS = 5  # hits a question is searched for: the answer, or up to three suggestions, and spares
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +228,15 @@ class Helpdesk:
             return HumanOffer.OFFER
         return HumanOffer.BUTTON
 
+    def expect_question(self, text: str, *, language: str | None) -> None:
+        """A customer's message that :meth:`ask` will likely be given has arrived: its search
+        starts now (see :meth:`KnowledgeBase.start_search`)."""
+        self.kb.start_search(text, k=ANSWER_HITS, language=language)
+
     async def ask(
         self, session: AsyncSession, *, person: Person, chat_id: int, telegram_message_id: int, text: str
     ) -> Reply:
-        hits = await self.kb.search(text, k=5, language=person.language_code)  # outside the transaction
+        hits = await self.kb.search(text, k=ANSWER_HITS, language=person.language_code)  # outside the tx
         decision = decide(hits, self.thresholds)
         async with session.begin():
             customer = await touch_customer(session, person)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,8 @@ SAME_LANGUAGE_HANDICAP = 0.2
 LEXICAL_WEIGHT = 0.2  # measured on the eval sets: see benchmarks/RESULTS.md
 CATCH_UP_SECONDS = 5.0  # per refresh of a running bot, on the secondary models' backlog
 CATCH_UP_BATCH = 32
+EARLY_KEPT = 256  # searches started early (start_search) and not claimed yet, at most
+EARLY_SECONDS = 30.0  # ...and for at most this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,13 @@ class _Version:
     number: int
     question: str
     language: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Early:
+    task: asyncio.Future[list[Hit]]
+    k: int
+    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,7 @@ class KnowledgeBase:
         # secondary model waits for at most one batch (the model encodes one call at a time).
         self._backfills = backfills(encoder, batch=CATCH_UP_BATCH, newest_first=True)
         self._batcher: QueryBatcher[Hit] | None = None
+        self._early: OrderedDict[tuple[str, str | None], _Early] = OrderedDict()
         if batch_window is not None:
             self._batcher = QueryBatcher(
                 lambda texts, k, languages: self.search_sync(texts, k=k, languages=languages),
@@ -294,7 +306,35 @@ class KnowledgeBase:
 
     async def search(self, text: str, *, k: int = 5, language: str | None = None) -> list[Hit]:
         """Hits for a customer's message; translations are picked in the language the message
-        is written in when that is clear, else in ``language`` (Telegram's), else the default."""
+        is written in when that is clear, else in ``language`` (Telegram's), else the default.
+        A search of the same text and language started by :meth:`start_search` is taken over."""
+        early = self._early.pop((text, language), None)
+        if early is not None and early.k >= k:
+            try:
+                return (await early.task)[:k]
+            except Exception as exc:  # the search is made again, and fails again if it must
+                log.debug("a search started early failed (%s); searching again", exc)
+        return await self._search(text, k=k, language=language)
+
+    def start_search(self, text: str, *, k: int = 5, language: str | None = None) -> None:
+        """Start searching ``text`` now, for a :meth:`search` of the same text and language to
+        take over soon: the bot starts it when a message arrives, so the search runs while the
+        message is stored and routed to its handler. Searches not taken over within
+        :data:`EARLY_SECONDS` (or beyond :data:`EARLY_KEPT`) are dropped."""
+        key = (text, language)
+        now = time.monotonic()
+        while self._early:
+            oldest = next(iter(self._early.values()))
+            if len(self._early) < EARLY_KEPT and now - oldest.started < EARLY_SECONDS:
+                break
+            self._early.popitem(last=False)[1].task.cancel()
+        if key in self._early:
+            return
+        task = asyncio.ensure_future(self._search(text, k=k, language=language))
+        task.add_done_callback(_consume_failure)
+        self._early[key] = _Early(task, k, now)
+
+    async def _search(self, text: str, *, k: int, language: str | None) -> list[Hit]:
         if self._batcher is not None:
             return await self._batcher.search(text, k=k, language=language)
         return (await asyncio.to_thread(self.search_sync, [text], k=k, language=language))[0]
@@ -419,3 +459,9 @@ async def embed_versions(
         )
         offset += len(plan)
     return rows
+
+
+def _consume_failure(task: asyncio.Future[list[Hit]]) -> None:
+    """An early search nobody took over may fail unseen: its error is read, not reported."""
+    if not task.cancelled():
+        task.exception()

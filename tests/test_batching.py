@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 from bot.runtime import Services
@@ -142,3 +143,72 @@ async def test_switched_off_the_search_runs_alone(faq: Services, encoder: TextEn
     kb = await _kb(faq, counting, batch_window=None)
     await asyncio.gather(*(kb.search(q) for q in QUESTIONS[:3]))
     assert kb._batcher is None and counting.calls == [1, 1, 1]
+
+
+async def test_a_search_started_early_is_taken_over_not_made_twice(
+    faq: Services, encoder: TextEncoder
+) -> None:
+    counting = RecordingEncoder(encoder)
+    kb = await _kb(faq, counting, query_cache=0)
+    want = faq.kb.search_sync([QUESTIONS[0]], k=5, language="en")[0]
+    counting.clear()
+
+    kb.start_search(QUESTIONS[0], k=5, language="en")
+    await asyncio.sleep(0.5)  # the message is stored and routed meanwhile
+    assert counting.calls == [1]
+    got = await kb.search(QUESTIONS[0], k=3, language="en")
+
+    assert counting.calls == [1]  # taken over: not encoded again
+    _same(got, want[:3])
+    assert not kb._early
+
+
+async def test_an_early_search_of_another_language_or_fewer_hits_is_not_taken_over(
+    faq: Services, encoder: TextEncoder
+) -> None:
+    counting = RecordingEncoder(encoder)
+    kb = await _kb(faq, counting, query_cache=0)
+    kb.start_search(QUESTIONS[1], k=5, language="en")
+    kb.start_search(QUESTIONS[2], k=1, language="en")
+    await asyncio.sleep(0.5)
+    counting.clear()
+
+    await kb.search(QUESTIONS[1], k=5, language="cs")  # another fallback language: searched anew
+    await kb.search(QUESTIONS[2], k=5, language="en")  # more hits wanted than were searched
+    assert counting.calls == [1, 1]
+
+
+async def test_early_searches_nobody_takes_over_are_dropped(
+    faq: Services, encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kb.search as search_module
+
+    kb = await _kb(faq, encoder)
+    monkeypatch.setattr(search_module, "EARLY_KEPT", 3)
+    for question in QUESTIONS[:5]:
+        kb.start_search(question)
+    assert [text for text, _ in kb._early] == QUESTIONS[2:5]  # the oldest dropped past the limit
+
+    monkeypatch.setattr(search_module, "EARLY_SECONDS", 0.0)
+    kb.start_search(QUESTIONS[5])
+    assert [text for text, _ in kb._early] == [QUESTIONS[5]]  # and the stale ones when time is up
+    await asyncio.sleep(0.3)
+
+
+async def test_an_early_search_that_failed_is_made_again_when_asked(
+    faq: Services, encoder: TextEncoder
+) -> None:
+    class FailingOnce(RecordingEncoder):
+        failed = False
+
+        def encode(self, texts: Sequence[str], *, kind: str = "passage") -> np.ndarray:
+            if not self.failed:
+                self.failed = True
+                raise PoisonError("the model was busy")
+            return super().encode(texts, kind=kind)
+
+    kb = await _kb(faq, FailingOnce(encoder), query_cache=0)
+    kb.start_search(QUESTIONS[0])
+    await asyncio.sleep(0.3)
+    hits = await kb.search(QUESTIONS[0])
+    assert hits and hits[0].article_key == faq.kb.search_sync([QUESTIONS[0]], k=1)[0][0].article_key

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiogram.types import Chat, Update
+from aiogram.types import Message as TgMessage
+from aiogram.types import User as TgUser
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -439,6 +442,43 @@ async def test_flood_control_spares_editors_agents_and_open_tickets(tmp_path: Pa
         assert failed_calls(sandbox) == []
 
 
+async def test_questions_start_their_search_on_arrival_unless_flood_control_holds_them(
+    tmp_path: Path, encoder
+) -> None:
+    async with running_bot(_tight(make_settings(tmp_path), tmp_path), encoder) as harness:
+        kb = harness.services.kb
+        started: list[str] = []
+        start_search = kb.start_search
+
+        def recording(text: str, **options: Any) -> None:
+            started.append(text)
+            start_search(text, **options)
+
+        kb.start_search = recording  # type: ignore[method-assign]
+        reply = await harness.say(ANN, QUESTIONS[0])  # one of Ann's two tokens spent
+        assert started == [QUESTIONS[0]] and "Source:" in (reply.plain_text or "")
+        assert not kb._early  # taken over by the answer's search
+        started.clear()
+
+        def update(number: int, user: User, text: str | None, *, chat: int | None = None) -> Update:
+            sender = TgUser(id=user.id, is_bot=False, first_name=user.first_name)
+            where = Chat(id=chat or user.id, type="private" if chat is None else "supergroup")
+            message = TgMessage(message_id=number, date=0, chat=where, from_user=sender, text=text)
+            return Update(update_id=10_000 + number, message=message)
+
+        arrival = [
+            update(1, ANN, QUESTIONS[1]),  # her last token
+            update(2, ANN, QUESTIONS[2]),  # would be held back
+            update(3, EDITOR, QUESTIONS[3]),  # exempt
+            update(4, BEN, "/help"),
+            update(5, BEN, None),  # a sticker, say
+            update(6, BEN, "?!"),
+            update(7, BEN, QUESTIONS[1], chat=-100123),
+        ]
+        harness.dispatcher["inbox"].on_arrival(arrival)
+        assert started == [QUESTIONS[1], QUESTIONS[3]]
+
+
 async def _count_sent(sandbox: BotAPISandbox, user: User, expected: int) -> bool:
     return len(sandbox.messages_to(user.id)) >= expected
 
@@ -451,7 +491,9 @@ async def _count_stored(harness: BotHarness, user: User, expected: int) -> bool:
 def test_buckets_allow_a_burst_then_the_rate_and_notice_once_per_flood() -> None:
     now = [0.0]
     buckets = Buckets(3, 60, clock=lambda: now[0])  # one token a second
+    assert buckets.has_tokens(1, 3) and not buckets.has_tokens(1, 4)  # a peek spends nothing
     assert [buckets.take(1) for _ in range(4)] == [True, True, True, False]
+    assert not buckets.has_tokens(1)
     assert buckets.take(2)  # another customer has a bucket of their own
     assert buckets.first_refusal(1) and not buckets.first_refusal(1)
     now[0] = 1.0

@@ -52,6 +52,21 @@ class WithAgents(Filter):
         return {"ticket": ticket} if ticket is not None else False
 
 
+def likely_question(message: Message) -> bool:
+    """Whether ``message`` will likely reach :func:`on_question`, told from the message alone
+    (before routing; a customer with an open ticket is relayed instead)."""
+    text = message.text
+    sender = message.from_user
+    return (
+        message.chat.type == ChatType.PRIVATE
+        and sender is not None
+        and not sender.is_bot
+        and bool(text)
+        and not text.startswith("/")
+        and _MEANINGFUL.search(text) is not None
+    )
+
+
 def build_router() -> Router:
     router = Router(name="customer")
     router.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user)
