@@ -349,7 +349,14 @@ async def serve(
         else:
             await bot.delete_webhook(drop_pending_updates=False)
             receiver = asyncio.create_task(
-                delivery.poll(bot, inbox, stop, poll_timeout=telegram.poll_timeout, allowed_updates=allowed)
+                delivery.poll(
+                    bot,
+                    inbox,
+                    stop,
+                    poll_timeout=telegram.poll_timeout,
+                    allowed_updates=allowed,
+                    max_inflight=settings.delivery.max_inflight,
+                )
             )
         if ready is not None:
             ready.set()

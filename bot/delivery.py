@@ -39,7 +39,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from aiogram import Bot, Dispatcher
@@ -55,7 +55,7 @@ from aiogram.methods.base import TelegramType
 from aiogram.types import Message, Update
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
-from sqlalchemy import Table, and_, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -239,18 +239,24 @@ class Journal(BaseRequestMiddleware):
             if stored is not None:
                 return stored
 
+        # Once "sending" is written, "sent" and "failed" only update that row: should the
+        # person's data be erased meanwhile (/forget in another update), nothing comes back.
+        begun = False
+
         async def begin() -> None:
-            await self._write(keys, method, OutboxState.SENDING)
+            nonlocal begun
+            begun = await self._write(keys, method, OutboxState.SENDING)
 
         async def record(response: TelegramType) -> None:
             result = json.dumps(_jsonable(response), ensure_ascii=False)
-            await self._write(keys, method, OutboxState.SENT, result=result)
+            await self._write(keys, method, OutboxState.SENT, result=result, existing=begun)
 
         try:
             return await self._retrying(make_request, bot, method, begin=begin, record=record)
         except TelegramAPIError as exc:
             self.stats.failed += 1
-            await self._write(keys, method, OutboxState.FAILED, error=f"{type(exc).__name__}: {exc.message}")
+            error = f"{type(exc).__name__}: {exc.message}"
+            await self._write(keys, method, OutboxState.FAILED, error=error, existing=begun)
             raise
 
     async def _stored(self, bot: Bot, method: TelegramMethod[TelegramType], key: str) -> TelegramType | None:
@@ -279,10 +285,22 @@ class Journal(BaseRequestMiddleware):
         *,
         result: str | None = None,
         error: str | None = None,
-    ) -> None:
+        existing: bool = False,
+    ) -> bool:
+        """Record ``state`` for the calls ``keys``; whether it was recorded. ``existing``: the
+        rows were written before and are only updated (a row deleted meanwhile stays deleted)."""
         assert self.sessions is not None
         scope = _SCOPE.get()
         now = utcnow()
+        if existing:
+            marks = [{"k": key, "s": state, "r": result, "e": error, "d": now} for key in keys]
+            try:
+                async with self.sessions() as session, session.begin():
+                    await session.execute(_mark_statement(), _parameters(marks))
+            except (OperationalError, OSError) as exc:
+                log.error("journal: could not record %s (%s): %s", marks[0]["k"], state, exc)
+                return False
+            return True
         chat = getattr(method, "chat_id", None)
         rows = [
             {
@@ -307,6 +325,8 @@ class Journal(BaseRequestMiddleware):
             log.error("journal: could not record %s (%s): %s", rows[0]["key"], state, exc)
             if scope is not None and state == OutboxState.SENDING:
                 raise
+            return False
+        return True
 
     async def _retrying(
         self,
@@ -395,6 +415,17 @@ def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], update_
     statement = insert(table)
     return statement.on_conflict_do_update(
         index_elements=list(keys), set_={col: statement.excluded[col] for col in update_cols}
+    )
+
+
+@functools.cache
+def _mark_statement() -> Any:
+    """UPDATE of one journal row's outcome, parameters k(ey), s(tate), r(esult), e(rror), d(one_at)."""
+    table = OutboxCall.__table__
+    return (
+        update(table)
+        .where(table.c.key == bindparam("k"))
+        .values(state=bindparam("s"), result=bindparam("r"), error=bindparam("e"), done_at=bindparam("d"))
     )
 
 
@@ -610,9 +641,12 @@ class Inbox:
                 self._done.extend(batch)
                 await asyncio.sleep(1.0)
 
-    async def claim_due(self, *, recovering: bool = False, limit: int = 200) -> int:
+    async def claim_due(self, *, recovering: bool = False, page: int = 200) -> int:
         """Claim what is due (pending past its pause, leases run out, and at start what this
-        replica held when it stopped) and process it in update order; returns how many."""
+        replica held when it stopped) and process it in update order; returns how many.
+
+        All of it, ``page`` rows at a time: what this replica held at a crash can be hundreds of
+        updates, and one left for the sweep would be answered after its chat's later messages."""
         now = utcnow()
         due = or_(
             and_(InboxUpdate.state == InboxState.PENDING, InboxUpdate.next_try_at <= now),
@@ -620,19 +654,29 @@ class Inbox:
         )
         if recovering:
             due = or_(due, and_(InboxUpdate.state == InboxState.PROCESSING, InboxUpdate.owner == self.owner))
-        async with self.sessions() as session:
-            candidates = (
-                await session.execute(
-                    select(InboxUpdate.update_id, InboxUpdate.attempts)
-                    .where(due)
-                    .order_by(InboxUpdate.update_id)
-                    .limit(limit)
-                )
-            ).all()
-        ids = [update_id for update_id, _ in candidates if update_id not in self._inflight]
-        if not ids:
-            return 0
         lease = now + timedelta(seconds=self.settings.lease_seconds)
+        total = 0
+        after = -1
+        while True:
+            async with self.sessions() as session:
+                candidates = list(
+                    await session.scalars(
+                        select(InboxUpdate.update_id)
+                        .where(due, InboxUpdate.update_id > after)
+                        .order_by(InboxUpdate.update_id)
+                        .limit(page)
+                    )
+                )
+            if not candidates:
+                return total
+            after = candidates[-1]
+            ids = [update_id for update_id in candidates if update_id not in self._inflight]
+            if ids:
+                total += await self._claim(ids, due, lease, recovering=recovering)
+            if len(candidates) < page:
+                return total
+
+    async def _claim(self, ids: list[int], due: Any, lease: datetime, *, recovering: bool) -> int:
         async with self.sessions() as session, session.begin():
             # one compare-and-set: rows another replica claimed meanwhile no longer match ``due``
             result = await session.execute(
@@ -696,6 +740,11 @@ class Inbox:
             await self.flush()
         return len(late)
 
+    async def room(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` updates are being handled."""
+        while len(self._inflight) >= limit:
+            await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+
     async def wait_idle(self) -> None:
         while self._inflight:
             await asyncio.wait(list(self._inflight.values()))
@@ -736,11 +785,14 @@ async def poll(
     poll_timeout: int,
     allowed_updates: list[str] | None,
     backoff: float = 1.0,
+    max_inflight: int = 1000,
 ) -> None:
-    """getUpdates until ``stop``; a batch is confirmed (next offset) only after it is stored."""
+    """getUpdates until ``stop``; a batch is confirmed (next offset) only after it is stored.
+    With ``max_inflight`` updates being handled, no more are fetched until one is done."""
     offset: int | None = None
     failures = 0
     while not stop.is_set():
+        await inbox.room(max_inflight)
         try:
             updates = await bot(
                 GetUpdates(offset=offset, timeout=poll_timeout, allowed_updates=allowed_updates),

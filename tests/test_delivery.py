@@ -10,11 +10,16 @@ import asyncio
 import json
 import re
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
+from aiogram import Bot
+from aiogram.methods import SendMessage
+from aiogram.types import Chat, Message
 from prometheus_client import REGISTRY
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
+from bot.delivery import _SCOPE, Journal, UpdateScope
 from bot.sandbox import User
 from kb.models import InboxState, InboxUpdate, OutboxCall, OutboxState
 from tests.conftest import EXAMPLE_FAQ, eventually, running_bot
@@ -190,3 +195,114 @@ async def test_stopping_leaves_unfinished_updates_for_the_next_start(settings, e
         finally:
             await bot.session.close()
         assert len(sandbox.messages_to(ann.id)) == 1
+
+
+async def test_a_call_whose_journal_entry_is_erased_in_flight_does_not_come_back(services) -> None:
+    """/forget in one update deletes the journal entries of a chat while another update's reply
+    into that chat is in flight: the reply's "sent" must not write the entry again."""
+    chat = 880_000_001
+    journal = Journal(services.sessions)
+
+    async def rows() -> list[tuple[str, OutboxState]]:
+        async with services.sessions() as session:
+            found = await session.execute(
+                select(OutboxCall.key, OutboxCall.state).where(OutboxCall.chat_id == chat)
+            )
+            return [tuple(row) for row in found]
+
+    async def erased_while_sending(bot, method):
+        assert await rows() == [(f"7:sendMessage:{chat}:1", OutboxState.SENDING)]
+        async with services.sessions() as session, session.begin():
+            await session.execute(delete(OutboxCall).where(OutboxCall.chat_id == chat))
+        return Message(message_id=5, date=datetime.now(UTC), chat=Chat(id=chat, type="private"))
+
+    async def delivered(bot, method):
+        return Message(message_id=6, date=datetime.now(UTC), chat=Chat(id=chat, type="private"))
+
+    bot = Bot("42:TEST")
+    try:
+        token = _SCOPE.set(UpdateScope(7, replay=False, final=True))
+        try:
+            await journal(erased_while_sending, bot, SendMessage(chat_id=chat, text="hi"))
+            assert await rows() == []
+            # the next call into the chat is journaled as before, from "sending" to "sent"
+            await journal(delivered, bot, SendMessage(chat_id=chat, text="again"))
+        finally:
+            _SCOPE.reset(token)
+        assert await rows() == [(f"7:sendMessage:{chat}:2", OutboxState.SENT)]
+    finally:
+        await bot.session.close()
+
+
+async def test_a_restart_takes_back_everything_it_held_in_order_however_much(settings, encoder) -> None:
+    """A crash can leave hundreds of updates claimed by this replica: the next start takes back
+    all of them (page after page), before anything newer, so each chat is answered in order."""
+    ann = User(506, "Ann")
+    asked = QUESTIONS[:5]
+    async with running_bot(settings, encoder, forum=False) as harness:
+        inbox = harness.dispatcher["inbox"]
+        await harness.say(ann, "Hello")  # the sandbox knows the chat
+        before = len(harness.sandbox.messages_to(ann.id))
+        now = datetime.now(UTC)
+        async with harness.services.sessions() as session, session.begin():
+            for n, question in enumerate(asked):
+                update_id = 900_000 + n
+                message = {
+                    "message_id": 10 + n,
+                    "date": int(now.timestamp()),
+                    "chat": {"id": ann.id, "type": "private", "first_name": ann.first_name},
+                    "from": {"id": ann.id, "is_bot": False, "first_name": ann.first_name},
+                    "text": question,
+                }
+                session.add(
+                    InboxUpdate(
+                        update_id=update_id,
+                        payload=json.dumps({"update_id": update_id, "message": message}),
+                        state=InboxState.PROCESSING,
+                        attempts=1,
+                        owner=inbox.owner,
+                        lease_until=now.replace(year=now.year + 1),
+                        next_try_at=now,
+                        received_at=now,
+                    )
+                )
+        assert await inbox.claim_due(recovering=True, page=2) == len(asked)
+        await eventually(lambda: _count_at_least(harness, ann.id, before + len(asked)), within=20)
+        reference = [await harness.say(User(507 + n, "Ref"), question) for n, question in enumerate(asked)]
+        assert [m.text for m in harness.sandbox.messages_to(ann.id)[before:]] == [r.text for r in reference]
+        rows = await inbox_rows(harness.services)
+        assert all(rows[900_000 + n].state == InboxState.DONE for n in range(len(asked)))
+
+
+async def _count_at_least(harness, chat: int, count: int) -> bool:
+    return len(harness.sandbox.messages_to(chat)) >= count
+
+
+async def test_polling_fetches_no_more_while_max_inflight_updates_are_handled(settings, encoder) -> None:
+    """A backlog (after downtime) is taken in steps: with ``delivery.max_inflight`` updates being
+    handled, new ones wait at Telegram, unconfirmed, and are fetched as room frees up."""
+    settings = settings.model_copy(
+        update={"delivery": settings.delivery.model_copy(update={"max_inflight": 1})}
+    )
+    people = [User(510 + n, f"Customer{n}") for n in range(4)]
+    async with running_bot(settings, encoder, forum=False) as harness:
+        sandbox = harness.sandbox
+        held = sandbox.stall("sendMessage")
+        sandbox.send_message(chat=people[0].id, user=people[0], text=QUESTIONS[0])
+        await asyncio.wait_for(held.reached.wait(), 20)
+        for n, person in enumerate(people[1:], start=1):
+            sandbox.send_message(chat=person.id, user=person, text=QUESTIONS[n])
+        await asyncio.sleep(0.5)
+        assert len(await inbox_rows(harness.services)) == 1  # the three others wait at Telegram
+        held.release.set()
+        for person in people:
+            await sandbox.wait_for_bot_message(person.id)
+        rows = await eventually(
+            lambda: _all_done(harness.services, 4),
+        )
+        assert len(rows) == 4
+
+
+async def _all_done(services, count: int):
+    rows = await inbox_rows(services)
+    return rows if len(rows) == count and all(r.state == InboxState.DONE for r in rows.values()) else None

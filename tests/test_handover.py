@@ -85,6 +85,8 @@ async def test_escalation_by_button_opens_a_topic_with_the_card_pinned_first(har
     }
     [created] = harness.sandbox.calls_to("createForumTopic")
     assert created.params["chat_id"] == harness.forum.id
+    # the card's id is stored as soon as it is posted; it is pinned just after
+    await harness.sandbox.wait_for(lambda c: c.method == "pinChatMessage")
     card = harness.in_topic(topic)[0]
     ticket = await ticket_row(harness, ticket.id)
     assert card.message_id == ticket.card_message_id and card.pinned
