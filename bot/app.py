@@ -117,6 +117,7 @@ def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dis
         services.thresholds,
         escalation=escalation,
         offer_after=settings.helpdesk.escalate_after_unanswered,
+        writes=services.writes,
     )
     sender = PacedSender(pacing)
     desk = Desk(settings, sessions=services.sessions, tickets=Tickets(), helpdesk=helpdesk, sender=sender)
@@ -298,10 +299,16 @@ async def serve(
             retries=settings.delivery.send_retries,
             backoff=pacing.backoff,
             on_retry=lambda reason: metrics.SEND_RETRIES.labels(reason=reason).inc(),
+            writes=services.writes,
         ),
     )
     inbox = delivery.Inbox(
-        services.sessions, dp, bot, settings.delivery, retry_pause=max(pacing.backoff, 0.05)
+        services.sessions,
+        dp,
+        bot,
+        settings.delivery,
+        retry_pause=max(pacing.backoff, 0.05),
+        writes=services.writes,
     )
     inbox.on_received = metrics.UPDATES_RECEIVED.inc
     inbox.on_arrival = _search_early(dp)

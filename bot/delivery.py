@@ -19,6 +19,11 @@ Outbound (:class:`Journal`, a request middleware of the bot's session)
     (after ``retry_after``), 5xx and network errors with a doubling pause; permanent errors
     (blocked, chat not found, bad request) are written ``failed`` and raised to the caller.
 
+Writes (inbox rows, journal rows, done marks) go through one :class:`kb.db.GroupCommit`: each
+is awaited until committed, as if alone, but what concurrent updates queue while a transaction
+commits shares the next one, so under load a handful of transactions carries the bookkeeping of
+many answers, and at rest nothing waits for company.
+
 The one gap Telegram leaves open (the Bot API takes no idempotency key): a call that Telegram
 carried out but whose answer the bot never recorded (the process died in between) is in doubt.
 It is made again (at least once rather than at most once) and the log says so. At most
@@ -61,6 +66,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import DeliverySettings
+from kb.db import Batched, GroupCommit
 from kb.models import InboxState, InboxUpdate, OutboxCall, OutboxState, utcnow
 
 log = logging.getLogger(__name__)
@@ -208,8 +214,10 @@ class Journal(BaseRequestMiddleware):
         max_pause: float = 30.0,
         in_flight: int = 8,
         on_retry: RetryHook | None = None,
+        writes: GroupCommit | None = None,
     ) -> None:
         self.sessions = sessions
+        self.writes = writes or (GroupCommit(sessions) if sessions is not None else None)
         self.in_flight = in_flight
         self._slots = asyncio.Semaphore(in_flight)  # Bot API calls at once (Telegram allows ~30/s)
         self.retries = retries
@@ -287,16 +295,16 @@ class Journal(BaseRequestMiddleware):
         error: str | None = None,
         existing: bool = False,
     ) -> bool:
-        """Record ``state`` for the calls ``keys``; whether it was recorded. ``existing``: the
-        rows were written before and are only updated (a row deleted meanwhile stays deleted)."""
-        assert self.sessions is not None
+        """Record ``state`` for the calls ``keys`` (committed with what else is queued); whether
+        it was recorded. ``existing``: the rows were written before and are only updated (a row
+        deleted meanwhile, by an erasure, stays deleted)."""
+        assert self.writes is not None
         scope = _SCOPE.get()
         now = utcnow()
         if existing:
             marks = [{"k": key, "s": state, "r": result, "e": error, "d": now} for key in keys]
             try:
-                async with self.sessions() as session, session.begin():
-                    await session.execute(_mark_statement(), _parameters(marks))
+                await self.writes.write(MARK_CALLS, marks)
             except (OperationalError, OSError) as exc:
                 log.error("journal: could not record %s (%s): %s", marks[0]["k"], state, exc)
                 return False
@@ -318,8 +326,7 @@ class Journal(BaseRequestMiddleware):
             for key in keys
         ]
         try:
-            async with self.sessions() as session, session.begin():
-                await upsert(session, OutboxCall, rows, ["key"], ["state", "result", "error", "done_at"])
+            await self.writes.write(RECORD_CALLS, rows)  # committed with what else is queued
         except (OperationalError, OSError) as exc:
             # The call itself is what matters; a replay of this update may repeat it.
             log.error("journal: could not record %s (%s): %s", rows[0]["key"], state, exc)
@@ -400,6 +407,75 @@ def _jsonable(result: Any) -> Any:
     return dumped
 
 
+def _chunks(rows: list[Any], size: int = 200) -> Iterable[list[Any]]:
+    """Bounded statements: SQLite and asyncpg cap the parameters of one statement."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+async def _record_calls(session: AsyncSession, items: list[list[dict[str, Any]]]) -> list[None]:
+    """Journal rows of many calls in one upsert (a key queued twice: the later row wins)."""
+    latest = {row["key"]: row for rows in items for row in rows}
+    for chunk in _chunks(list(latest.values())):
+        await upsert(session, OutboxCall, chunk, ["key"], ["state", "result", "error", "done_at"])
+    return [None] * len(items)
+
+
+async def _store_updates(session: AsyncSession, items: list[list[dict[str, Any]]]) -> list[set[int]]:
+    """Inbox rows of many receptions in one insert; each gets the update ids new to it (an
+    update received twice at once is new to the first reception only)."""
+    owner: dict[int, int] = {}
+    rows = []
+    for number, item in enumerate(items):
+        for row in item:
+            if row["update_id"] not in owner:
+                owner[row["update_id"]] = number
+                rows.append(row)
+    new: set[int] = set()
+    for chunk in _chunks(rows):
+        new |= await insert_new(session, chunk)
+    out: list[set[int]] = [set() for _ in items]
+    for update_id in new:
+        out[owner[update_id]].add(update_id)
+    return out
+
+
+async def _mark_done(session: AsyncSession, items: list[tuple[str, list[int]]]) -> list[None]:
+    """Updates processed by their owner: done, their payload dropped."""
+    by_owner: dict[str, list[int]] = {}
+    for owner, update_ids in items:
+        by_owner.setdefault(owner, []).extend(update_ids)
+    now = utcnow()
+    for owner, update_ids in by_owner.items():
+        for chunk in _chunks(update_ids, 500):
+            await session.execute(
+                update(InboxUpdate)
+                .where(InboxUpdate.update_id.in_(chunk), InboxUpdate.owner == owner)
+                .values(
+                    state=InboxState.DONE,
+                    processed_at=now,
+                    payload=None,
+                    error=None,
+                    owner=None,
+                    lease_until=None,
+                )
+            )
+    return [None] * len(items)
+
+
+async def _mark_calls(session: AsyncSession, items: list[list[dict[str, Any]]]) -> list[None]:
+    """Outcomes of calls journaled before, in one executemany of UPDATEs by key."""
+    marks = [mark for item in items for mark in item]
+    await session.execute(_mark_statement(), _parameters(marks))
+    return [None] * len(items)
+
+
+RECORD_CALLS = Batched("journal", _record_calls)
+MARK_CALLS = Batched("journal outcomes", _mark_calls)
+STORE_UPDATES = Batched("inbox", _store_updates)
+MARK_DONE = Batched("inbox done", _mark_done)
+
+
 def install_journal(bot: Bot, journal: Journal) -> Journal:
     """Put ``journal`` on the bot's session (replacing an earlier one)."""
     manager = bot.session.middleware
@@ -478,8 +554,10 @@ class Inbox:
         settings: DeliverySettings,
         *,
         retry_pause: float = 1.0,
+        writes: GroupCommit | None = None,
     ) -> None:
         self.sessions = sessions
+        self.writes = writes or GroupCommit(sessions)
         self.dp = dispatcher
         self.bot = bot
         self.settings = settings
@@ -527,8 +605,7 @@ class Inbox:
             }
             for u in updates
         ]
-        async with self.sessions() as session, session.begin():
-            new = await insert_new(session, rows)
+        new = await self.writes.write(STORE_UPDATES, rows)  # committed with what else is queued
         if self.on_received is not None:
             for _ in new:
                 self.on_received()
@@ -586,7 +663,7 @@ class Inbox:
         if failure is None:  # the common case: marked in batches
             self._done.append(update_id)
             if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._flush_soon())
+                self._flusher = asyncio.create_task(self._write_done())
             self.processed += 1
             if self.on_processed is not None:
                 self.on_processed("done")
@@ -613,29 +690,20 @@ class Inbox:
         if self.on_processed is not None:
             self.on_processed(outcome)
 
-    async def _flush_soon(self, delay: float = 0.05) -> None:
-        await asyncio.sleep(delay)
-        await self.flush()
-
     async def flush(self) -> None:
-        """Mark the updates finished since the last flush done, in one transaction (a crash
-        before it only means they are processed again, answered from the journal)."""
+        """Mark the updates finished so far done (a crash before that only means they are
+        processed again, answered from the journal)."""
+        flusher = self._flusher
+        if flusher is not None and not flusher.done() and flusher is not asyncio.current_task():
+            await asyncio.wait({flusher})
+        await self._write_done()
+
+    async def _write_done(self) -> None:
+        """What finished while the last mark was written goes in the next one (group commit)."""
         while self._done:
             batch, self._done = self._done, []
             try:
-                async with self.sessions() as session, session.begin():
-                    await session.execute(
-                        update(InboxUpdate)
-                        .where(InboxUpdate.update_id.in_(batch), InboxUpdate.owner == self.owner)
-                        .values(
-                            state=InboxState.DONE,
-                            processed_at=utcnow(),
-                            payload=None,
-                            error=None,
-                            owner=None,
-                            lease_until=None,
-                        )
-                    )
+                await self.writes.write(MARK_DONE, (self.owner, batch))
             except (OperationalError, OSError) as exc:
                 log.error("inbox: could not mark %d updates done (%s); will retry", len(batch), exc)
                 self._done.extend(batch)

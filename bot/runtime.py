@@ -27,6 +27,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     encoder: TextEncoder
     kb: KnowledgeBase
+    writes: db.GroupCommit  # small, frequent writes, committed together (see kb.db)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -66,7 +67,7 @@ async def open_services(
             ),
             query_cache=settings.kb.query_cache_size,
         )
-        services = Services(settings, engine, sessions, encoder, knowledge)
+        services = Services(settings, engine, sessions, encoder, knowledge, db.GroupCommit(sessions))
         if sync:
             await knowledge.sync(sessions)
         yield services

@@ -8,13 +8,16 @@ hand-over to people) are in :mod:`kb.tickets`; this module decides when to offer
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kb.db import Batched, GroupCommit
 from kb.decision import Action, Thresholds, decide
 from kb.models import (
     Article,
@@ -204,20 +207,49 @@ async def unanswered_streak(session: AsyncSession, *, conversation_id: int) -> i
     return streak
 
 
+@functools.cache
+def _set_telegram_id_statement() -> Any:
+    table = Message.__table__  # Core: a row erased meanwhile is simply not there (no stale-data error)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values(telegram_message_id=bindparam("sent_id"))
+    )
+
+
+async def _set_telegram_ids(session: AsyncSession, items: list[tuple[int, int]]) -> list[None]:
+    """The Telegram ids of many sent bot messages, in one statement (by primary key)."""
+    marks = [{"row_id": row_id, "sent_id": sent_id} for row_id, sent_id in items]
+    await session.execute(_set_telegram_id_statement(), marks[0] if len(marks) == 1 else marks)
+    return [None] * len(items)
+
+
+SET_TELEGRAM_IDS = Batched("message ids", _set_telegram_ids)
+
+
 class Helpdesk:
     """The customer-facing service: questions in, decisions out, everything recorded.
 
     ``escalation``: people can take over (agents are configured); ``offer_after``: failed turns
-    in a row before the bot offers a person itself (0 = never).
+    in a row before the bot offers a person itself (0 = never); ``writes``: the writer that
+    commits small writes together (the Telegram ids of sent messages), else each is its own
+    transaction.
     """
 
     def __init__(
-        self, kb: KnowledgeBase, thresholds: Thresholds, *, escalation: bool = True, offer_after: int = 2
+        self,
+        kb: KnowledgeBase,
+        thresholds: Thresholds,
+        *,
+        escalation: bool = True,
+        offer_after: int = 2,
+        writes: GroupCommit | None = None,
     ) -> None:
         self.kb = kb
         self.thresholds = thresholds
         self.escalation = escalation
         self.offer_after = offer_after
+        self.writes = writes
 
     async def _offer(self, session: AsyncSession, conversation_id: int) -> HumanOffer:
         if not self.escalation:
@@ -346,10 +378,13 @@ class Helpdesk:
             return out.id
 
     async def mark_sent(self, session: AsyncSession, *, message_id: int, telegram_message_id: int) -> None:
+        """Record the Telegram id of a sent bot message (a row erased meanwhile stays erased)."""
+        item = (message_id, telegram_message_id)
+        if self.writes is not None:
+            await self.writes.write(SET_TELEGRAM_IDS, item)
+            return
         async with session.begin():
-            row = await session.get(Message, message_id)
-            if row is not None:
-                row.telegram_message_id = telegram_message_id
+            await _set_telegram_ids(session, [item])
 
     async def feedback(
         self, session: AsyncSession, *, person: Person, message_id: int, helpful: bool

@@ -12,19 +12,26 @@ the lock too, so every transaction must stay short (services keep theirs short, 
 open across a Bot API call).
 
 PostgreSQL needs nothing but its URL. Migrations are Alembic's, shipped inside the package.
+
+:class:`GroupCommit` is the writer of small, frequent writes (the delivery journal, inbox marks,
+the Telegram ids of sent messages): what is queued while its transaction commits goes together
+into the next one, so under load many writes share one transaction (one write lock, one commit)
+and at rest a write starts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from kb import sqlite_driver
@@ -104,3 +111,127 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
+
+
+# -- group commit ----------------------------------------------------------------------------------
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True, slots=True)
+class Batched(Generic[Item, Result]):
+    """A kind of write: ``apply`` writes the items queued together (in one session, inside the
+    writer's transaction, without committing) and returns one result per item, in order."""
+
+    name: str
+    apply: Callable[[AsyncSession, list[Item]], Awaitable[Sequence[Result]]]
+
+
+@dataclass(slots=True)
+class GroupCommitStats:
+    transactions: int = 0
+    writes: int = 0
+    largest: int = 0
+
+
+@dataclass(slots=True)
+class _Queued:
+    kind: Batched[Any, Any]
+    item: Any
+    done: asyncio.Future[Any]
+
+
+class GroupCommit:
+    """One writer that gathers concurrent small writes into one transaction.
+
+    ``await write(kind, item)`` returns once the transaction holding the item committed (or
+    raises what failed it). Nothing waits to fill a batch: with the writer idle a write starts
+    at once; while it commits, new writes queue and form the next transaction. Writes of one kind
+    in a transaction go to one ``apply`` call (one statement for many rows); kinds follow in the
+    order they were first queued. A transaction that fails for another reason than the database
+    being unreachable is tried again item by item, so one bad write fails alone.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_writes: int = 400) -> None:
+        self.sessions = sessions
+        self.max_writes = max_writes
+        self.stats = GroupCommitStats()
+        self._queue: list[_Queued] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def write(self, kind: Batched[Item, Result], item: Item) -> Result:
+        queued = _Queued(kind, item, asyncio.get_running_loop().create_future())
+        queued.done.add_done_callback(_retrieved)  # a caller may have given up on it
+        self._queue.append(queued)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._run(), name="group-commit")
+        return await asyncio.shield(queued.done)  # a caller that gives up does not undo the write
+
+    async def idle(self) -> None:
+        """Wait until everything queued so far is written."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer})
+
+    async def _run(self) -> None:
+        batch: list[_Queued] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_writes], self._queue[self.max_writes :]
+                try:
+                    results = await self._commit(batch)
+                except (OperationalError, OSError) as exc:  # unreachable or locked: all fail alike
+                    for queued in batch:
+                        _settle(queued, exc=exc)
+                    continue
+                except Exception as exc:  # a bad write among good ones: each on its own
+                    if len(batch) == 1:
+                        _settle(batch[0], exc=exc)
+                    else:
+                        for queued in batch:
+                            await self._alone(queued)
+                    continue
+                for queued, result in zip(batch, results, strict=True):
+                    _settle(queued, result=result)
+        except asyncio.CancelledError:
+            for queued in (*batch, *self._queue):
+                queued.done.cancel()
+            self._queue = []
+            raise
+
+    async def _alone(self, queued: _Queued) -> None:
+        try:
+            (result,) = await self._commit([queued])
+        except Exception as exc:  # handed to the writer's caller
+            _settle(queued, exc=exc)
+        else:
+            _settle(queued, result=result)
+
+    async def _commit(self, batch: list[_Queued]) -> list[Any]:
+        kinds: dict[Batched[Any, Any], list[int]] = {}
+        for position, queued in enumerate(batch):
+            kinds.setdefault(queued.kind, []).append(position)
+        results: list[Any] = [None] * len(batch)
+        async with self.sessions() as session, session.begin():
+            for kind, positions in kinds.items():
+                out = await kind.apply(session, [batch[p].item for p in positions])
+                for position, result in zip(positions, out, strict=True):
+                    results[position] = result
+        self.stats.transactions += 1
+        self.stats.writes += len(batch)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        return results
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
+def _settle(queued: _Queued, *, result: Any = None, exc: BaseException | None = None) -> None:
+    if queued.done.done():
+        return
+    if exc is not None:
+        queued.done.set_exception(exc)
+    else:
+        queued.done.set_result(result)

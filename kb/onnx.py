@@ -11,18 +11,30 @@ The graph is exported once from the model's own weights (nothing is downloaded) 
 a changed model or upgrade exports afresh. Any failure (``onnxruntime`` or ``onnx`` missing, a model
 whose pipeline is not transformer -> mean or CLS pooling -> normalise, an export error, vectors that
 differ from torch's) leaves the model on torch, with the reason logged.
+
+Beside the graph goes a manifest (``*.quick.json``): the pooling, the inputs, the max length, the
+dimension and prompts, and torch's vectors of a few probe texts. The next start reads it and runs
+queries with the model's own ``tokenizer.json`` (the ``tokenizers`` library) without importing
+torch and sentence-transformers at all, about 5 s of a start on 2 cores
+(:meth:`OnnxQueries.quick`), after checking that the probes still give torch's vectors; torch is
+loaded when passages are first embedded. The manifest is named after the model's files and the
+versions of torch, sentence-transformers and ONNX Runtime, so any change falls back to torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +48,53 @@ PROBES = (
     "a",
     " ".join(["Customers sometimes write long messages that explain their whole situation"] * 12),
 )
+# ...and, for a start without torch, texts that also exercise casing, accents, other scripts,
+# truncation at the max length and padding in a batch.
+QUICK_PROBES = (
+    *PROBES,
+    "Où est ma FACTURE? Café Zürich, 你好, Ελληνικά, Привет!",
+    " ".join(["A customer's long story, longer than the model reads at once"] * 60),
+)
+CHUNK = 16  # texts per ONNX Runtime pass in a long call
 STALE_PART_SECONDS = 600  # an unfinished export this old belongs to a process that is gone
 TOLERANCE = 1e-4  # largest difference allowed in any coordinate of a normalised vector
 
 
-class OnnxQueries:
-    """The transformer of a loaded ``SentenceTransformer`` as an ONNX Runtime session, with the
-    model's own tokenizer and pooling; ``encode`` returns L2-normalised float32 rows."""
+Tokenize = Callable[[Sequence[str]], dict[str, np.ndarray]]
 
-    def __init__(self, session: Any, model: Any, inputs: tuple[str, ...], pooling: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a start without torch needs of a model exported before (see the module's docstring)."""
+
+    graph: str  # the graph's file name in the cache folder
+    pooling: str
+    inputs: tuple[str, ...]
+    max_seq_length: int
+    do_lower_case: bool
+    dim: int
+    prefixes: dict[str, str]
+    probes: list[list[float]]  # torch's vectors of QUICK_PROBES
+
+
+class OnnxQueries:
+    """A sentence-transformers model's transformer as an ONNX Runtime session, with the model's
+    own tokenisation and pooling; ``encode`` returns L2-normalised float32 rows."""
+
+    def __init__(self, session: Any, tokenize: Tokenize, inputs: tuple[str, ...], pooling: str) -> None:
         self._session = session
-        self._model = model  # its tokenizer applies the model's own max length and casing
+        self._tokenize = tokenize  # the model's own max length and casing
         self._inputs = inputs
         self._pooling = pooling
+        self._pool: ThreadPoolExecutor | None = None  # for long calls, made at the first
 
     @classmethod
-    def build(cls, model: Any, cache: Path, model_id: str) -> OnnxQueries | None:
-        """The model on ONNX Runtime, or None (logged) when it cannot be had exactly."""
+    def build(
+        cls, model: Any, cache: Path, model_id: str, *, prefixes: dict[str, str] | None = None
+    ) -> OnnxQueries | None:
+        """The model on ONNX Runtime, or None (logged) when it cannot be had exactly. Writes
+        the manifest a start without torch reads (``prefixes``: the encoder's query/passage
+        prompts, recorded in it)."""
         try:
             pooling = _pooling(model)
             if pooling is None:
@@ -64,10 +106,7 @@ class OnnxQueries:
 
             inputs = tuple(k for k in _tokenize(model, [PROBES[0]]) if k in _INPUT_NAMES)
             path = cache / f"{_slug(model_id)}-{_fingerprint(model, inputs)}.onnx"
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1  # one query, one thread (see SentenceEncoder._encode_alone)
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
+            options = _session_options(onnxruntime)
 
             def load() -> Any:
                 return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -82,14 +121,18 @@ class OnnxQueries:
             if session is None:
                 _export(model, inputs, path)
                 session = load()
-            made = cls(session, model, inputs, pooling)
-            difference = made.difference_from_torch()
+            made = cls(session, _torch_tokenize(model), inputs, pooling)
+            difference = made.difference_from_torch(model)
         except Exception as exc:
             log.warning("onnx: %s keeps torch: %s: %s", model_id, type(exc).__name__, exc)
             return None
         if difference > TOLERANCE:
             log.warning("onnx: %s keeps torch: vectors differ from torch's by %.2g", model_id, difference)
             return None
+        try:
+            _write_manifest(model, path, model_id, inputs, pooling, prefixes or {})
+        except Exception as exc:  # the next start loads torch as this one did
+            log.warning("onnx: no manifest for a start without torch: %s: %s", type(exc).__name__, exc)
         log.info(
             "onnx: %s queries on ONNX Runtime (%s; vectors within %.1g of torch's)",
             model_id,
@@ -98,9 +141,71 @@ class OnnxQueries:
         )
         return made
 
+    @classmethod
+    def quick(cls, location: Path, cache: Path, model_id: str) -> tuple[OnnxQueries, Manifest] | None:
+        """The model of folder ``location`` on ONNX Runtime without torch, from the manifest an
+        earlier :meth:`build` wrote; None (logged when something is wrong, silent when there is
+        no manifest yet) sends the caller to torch."""
+        try:
+            manifest_file = cache / _manifest_name(location, model_id)
+            if not manifest_file.is_file():
+                return None
+            manifest = _read_manifest(manifest_file)
+            tokenizer_file = location / "tokenizer.json"
+            if not tokenizer_file.is_file() or manifest.pooling not in ("mean", "cls"):
+                return None
+            import onnxruntime
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            tokenizer.enable_truncation(max_length=manifest.max_seq_length)
+            tokenizer.enable_padding()  # to the longest text of a batch, with the model's pad token
+            session = onnxruntime.InferenceSession(
+                str(cache / manifest.graph), _session_options(onnxruntime), providers=["CPUExecutionProvider"]
+            )
+            made = cls(
+                session, _fast_tokenize(tokenizer, manifest.do_lower_case), manifest.inputs, manifest.pooling
+            )
+            expected = np.asarray(manifest.probes, dtype=np.float32)
+            alone = np.vstack([made.encode([text]) for text in QUICK_PROBES])
+            together = made.encode(list(QUICK_PROBES))  # padded to the longest
+            difference = float(max(np.abs(alone - expected).max(), np.abs(together - expected).max()))
+        except Exception as exc:
+            log.warning("onnx: %s: no start without torch: %s: %s", model_id, type(exc).__name__, exc)
+            return None
+        if difference > TOLERANCE:
+            log.warning(
+                "onnx: %s: no start without torch: vectors differ from torch's by %.2g", model_id, difference
+            )
+            return None
+        log.info("onnx: %s queries on ONNX Runtime from %s, torch not loaded", model_id, manifest.graph)
+        return made, manifest
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        features = _tokenize(self._model, texts)
-        feeds = {name: features[name].numpy().astype(np.int64) for name in self._inputs}
+        """Rows for ``texts``. Many (a batch of customers' questions) run in chunks of similar
+        lengths (less padding), side by side on the cores: the session runs one pass on one
+        thread, and a pass releases the GIL."""
+        if len(texts) <= CHUNK:
+            return self._encode(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        chunks = [order[start : start + CHUNK] for start in range(0, len(order), CHUNK)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, min(_cores(), 4)), thread_name_prefix="onnx")
+        feeds = [self._feeds([texts[i] for i in chunk]) for chunk in chunks]
+        parts = list(self._pool.map(self._run, feeds))
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        for chunk, rows in zip(chunks, parts, strict=True):
+            out[chunk] = rows
+        return out
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(self._feeds(texts))
+
+    def _feeds(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        features = self._tokenize(texts)  # in the caller's thread: a tokenizer is not shared
+        return {name: features[name].astype(np.int64) for name in self._inputs}
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         (hidden,) = self._session.run(None, feeds)
         if self._pooling == "cls":
             pooled = hidden[:, 0]
@@ -110,8 +215,8 @@ class OnnxQueries:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.ascontiguousarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
 
-    def difference_from_torch(self) -> float:
-        expected = self._model.encode(list(PROBES), normalize_embeddings=True, show_progress_bar=False)
+    def difference_from_torch(self, model: Any) -> float:
+        expected = model.encode(list(PROBES), normalize_embeddings=True, show_progress_bar=False)
         got = np.vstack([self.encode([text]) for text in PROBES])
         return float(np.abs(got - expected).max())
 
@@ -124,6 +229,111 @@ def _tokenize(model: Any, texts: Sequence[str]) -> dict[str, Any]:
     sentence-transformers 6, ``tokenize`` before."""
     preprocess = getattr(model, "preprocess", None) or model.tokenize
     return preprocess(list(texts))
+
+
+def _cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _torch_tokenize(model: Any) -> Tokenize:
+    def tokenize(texts: Sequence[str]) -> dict[str, np.ndarray]:
+        features = _tokenize(model, texts)
+        return {name: features[name].numpy() for name in _INPUT_NAMES if name in features}
+
+    return tokenize
+
+
+def _fast_tokenize(tokenizer: Any, lower: bool) -> Tokenize:
+    """``tokenizers`` with the model's ``tokenizer.json``: what sentence-transformers' fast
+    tokenizer does (the probes check it gives the same vectors)."""
+
+    def tokenize(texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encodings = tokenizer.encode_batch([text.lower() if lower else text for text in texts])
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+
+    return tokenize
+
+
+def _session_options(onnxruntime: Any) -> Any:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # one query, one thread (see SentenceEncoder._encode_alone)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def _files(folder: Path) -> list[str]:
+    """Each file of a model folder with its size and modification time."""
+    parts = []
+    for file in sorted(folder.rglob("*")):
+        if file.is_file():
+            stat = file.stat()
+            parts.append(f"{file.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return parts
+
+
+def _manifest_name(location: Path, model_id: str) -> str:
+    """Changes with the model's files and the versions of the libraries that made the vectors."""
+    versions = [
+        _version(p) for p in ("torch", "sentence-transformers", "transformers", "onnxruntime", "tokenizers")
+    ]
+    parts = [model_id, str(location.resolve()), *versions, *_files(location)]
+    return f"{_slug(model_id)}-{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:16]}.quick.json"
+
+
+def _write_manifest(
+    model: Any, graph: Path, model_id: str, inputs: tuple[str, ...], pooling: str, prefixes: dict[str, str]
+) -> None:
+    folder = Path(str(getattr(model[0].auto_model.config, "name_or_path", "") or "."))
+    if not folder.is_dir() or not (folder / "tokenizer.json").is_file():
+        return  # a model without a folder of its own (or a slow tokenizer): starts with torch
+    transformer = model[0]
+    probes = model.encode(list(QUICK_PROBES), normalize_embeddings=True, show_progress_bar=False)
+    manifest = {
+        "graph": graph.name,
+        "pooling": pooling,
+        "inputs": list(inputs),
+        "max_seq_length": int(model.max_seq_length),
+        "do_lower_case": bool(getattr(transformer, "do_lower_case", False)),
+        "dim": int(probes.shape[1]),
+        "prefixes": prefixes,
+        "probes": probes.astype(float).tolist(),
+    }
+    path = graph.parent / _manifest_name(folder, model_id)
+    handle, temporary = tempfile.mkstemp(dir=graph.parent, suffix=".json.part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(manifest, out)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _read_manifest(path: Path) -> Manifest:
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return Manifest(
+        graph=str(raw["graph"]),
+        pooling=str(raw["pooling"]),
+        inputs=tuple(str(name) for name in raw["inputs"]),
+        max_seq_length=int(raw["max_seq_length"]),
+        do_lower_case=bool(raw["do_lower_case"]),
+        dim=int(raw["dim"]),
+        prefixes={str(k): str(v) for k, v in raw["prefixes"].items()},
+        probes=[[float(x) for x in row] for row in raw["probes"]],
+    )
 
 
 def _pooling(model: Any) -> str | None:

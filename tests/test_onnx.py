@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 from kb.encoder import SentenceEncoder
 from kb.onnx import OnnxQueries
 
+ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
     "How do I reset my password?",
     "can I cancel my subscription after the trial, and will I get a refund for the rest of the month",
@@ -78,3 +82,55 @@ def test_a_pipeline_it_cannot_reproduce_stays_on_torch(encoder: SentenceEncoder,
     max_pooled = SentenceTransformer(modules=[transformer, pooling], device="cpu")
     assert OnnxQueries.build(max_pooled, tmp_path, "max") is None
     assert list(tmp_path.iterdir()) == [], "nothing is exported for a model that stays on torch"
+
+
+def test_a_later_start_runs_queries_without_loading_torch(encoder: SentenceEncoder, tmp_path: Path) -> None:
+    """The first start exported the graph and wrote its manifest; a new process then answers
+    queries with the same vectors without importing torch, which loads for the first passages."""
+    cache = encoder.onnx_cache
+    assert list(cache.glob("*.quick.json")), "the first start writes the manifest beside the graph"
+    passages = [f"Passage number {n} about refunds and invoices." for n in range(12)]
+    script = f"""
+import json, sys
+from pathlib import Path
+from kb.encoder import SentenceEncoder
+encoder = SentenceEncoder(onnx_cache=Path({str(cache)!r}))
+queries = [encoder.encode([text], kind="query")[0].tolist() for text in {QUERIES[:2]!r}]
+batch = encoder.encode({QUERIES * 4!r}, kind="query").tolist()  # batched customers' questions
+before = "torch" in sys.modules or "sentence_transformers" in sys.modules
+passages = encoder.encode({passages!r}, kind="passage").tolist()
+print(json.dumps({{"torch_before": before, "torch_after": "torch" in sys.modules, "dim": encoder.dim,
+                  "queries": queries, "batch": batch, "passages": passages}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["torch_before"] is False, "queries must not need torch after the first start"
+    assert out["torch_after"] is True and out["dim"] == encoder.dim
+    with_torch = encoder._encode_with(encoder._model, QUERIES[:2])
+    assert np.abs(np.asarray(out["queries"], dtype=np.float32) - with_torch).max() < 1e-5
+    batch_with_torch = encoder._encode_with(encoder._model, QUERIES * 4)
+    assert np.abs(np.asarray(out["batch"], dtype=np.float32) - batch_with_torch).max() < 1e-5
+    assert np.abs(np.asarray(out["passages"], dtype=np.float32) - encoder.encode(passages)).max() < 1e-5
+
+
+def test_a_manifest_that_no_longer_gives_torchs_vectors_sends_the_start_to_torch(
+    encoder: SentenceEncoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    location = Path(encoder._location)
+    assert OnnxQueries.quick(location, tmp_path, encoder.model_id) is None  # no manifest: silent
+    for file in encoder.onnx_cache.iterdir():
+        shutil.copy(file, tmp_path / file.name)
+    assert OnnxQueries.quick(location, tmp_path, encoder.model_id) is not None
+    (manifest,) = tmp_path.glob("*.quick.json")
+    raw = json.loads(manifest.read_text())
+    raw["probes"][3][0] += 0.01  # as if the tokenizer had changed under the model
+    manifest.write_text(json.dumps(raw))
+    with caplog.at_level(logging.WARNING, logger="kb.onnx"):
+        assert OnnxQueries.quick(location, tmp_path, encoder.model_id) is None
+    assert "vectors differ from torch's" in caplog.text
+    manifest.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="kb.onnx"):
+        assert OnnxQueries.quick(location, tmp_path, encoder.model_id) is None
+    assert "no start without torch: JSONDecodeError" in caplog.text
