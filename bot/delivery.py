@@ -66,8 +66,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import DeliverySettings
-from kb.db import Batched, GroupCommit
+from kb.db import Batched, GroupCommit, parameters
 from kb.models import InboxState, InboxUpdate, OutboxCall, OutboxState, utcnow
+from kb.store import chunks
 
 log = logging.getLogger(__name__)
 
@@ -407,16 +408,10 @@ def _jsonable(result: Any) -> Any:
     return dumped
 
 
-def _chunks(rows: list[Any], size: int = 200) -> Iterable[list[Any]]:
-    """Bounded statements: SQLite and asyncpg cap the parameters of one statement."""
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
 async def _record_calls(session: AsyncSession, items: list[list[dict[str, Any]]]) -> list[None]:
     """Journal rows of many calls in one upsert (a key queued twice: the later row wins)."""
     latest = {row["key"]: row for rows in items for row in rows}
-    for chunk in _chunks(list(latest.values())):
+    for chunk in chunks(list(latest.values()), 200):
         await upsert(session, OutboxCall, chunk, ["key"], ["state", "result", "error", "done_at"])
     return [None] * len(items)
 
@@ -432,7 +427,7 @@ async def _store_updates(session: AsyncSession, items: list[list[dict[str, Any]]
                 owner[row["update_id"]] = number
                 rows.append(row)
     new: set[int] = set()
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows, 200):
         new |= await insert_new(session, chunk)
     out: list[set[int]] = [set() for _ in items]
     for update_id in new:
@@ -447,7 +442,7 @@ async def _mark_done(session: AsyncSession, items: list[tuple[str, list[int]]]) 
         by_owner.setdefault(owner, []).extend(update_ids)
     now = utcnow()
     for owner, update_ids in by_owner.items():
-        for chunk in _chunks(update_ids, 500):
+        for chunk in chunks(update_ids):
             await session.execute(
                 update(InboxUpdate)
                 .where(InboxUpdate.update_id.in_(chunk), InboxUpdate.owner == owner)
@@ -466,7 +461,7 @@ async def _mark_done(session: AsyncSession, items: list[tuple[str, list[int]]]) 
 async def _mark_calls(session: AsyncSession, items: list[list[dict[str, Any]]]) -> list[None]:
     """Outcomes of calls journaled before, in one executemany of UPDATEs by key."""
     marks = [mark for item in items for mark in item]
-    await session.execute(_mark_statement(), _parameters(marks))
+    await session.execute(_mark_statement(), parameters(marks))
     return [None] * len(items)
 
 
@@ -515,10 +510,6 @@ def _insert_new_statement(dialect: str) -> Any:
     )
 
 
-def _parameters(rows: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
-    return rows[0] if len(rows) == 1 else rows
-
-
 async def upsert(
     session: AsyncSession, table: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]
 ) -> None:
@@ -527,13 +518,13 @@ async def upsert(
     The statement is built once per table and columns and the rows passed as parameters: built
     anew with ``.values(rows)`` it cost more CPU than the transaction around it (~1 ms a call)."""
     statement = _upsert_statement(session.bind.dialect.name, table.__table__, tuple(keys), tuple(update_cols))
-    await session.execute(statement, _parameters(rows))
+    await session.execute(statement, parameters(rows))
 
 
 async def insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[int]:
     """Insert inbox rows that are not there yet; the update ids that were new."""
     statement = _insert_new_statement(session.bind.dialect.name)
-    return set((await session.scalars(statement, _parameters(rows))).all())
+    return set((await session.scalars(statement, parameters(rows))).all())
 
 
 # -- inbound: the inbox ---------------------------------------------------------------------------

@@ -73,8 +73,7 @@ class Buckets:
     def has_tokens(self, key: int, count: int = 1) -> bool:
         """Whether ``count`` calls of :meth:`take` would succeed now (nothing spent)."""
         bucket = self._buckets.get(key)
-        tokens = self.burst if bucket is None else bucket.tokens + (self.clock() - bucket.at) * self.rate
-        return min(self.burst, tokens) >= count
+        return (self.burst if bucket is None else self._tokens(bucket, self.clock())) >= count
 
     def first_refusal(self, key: int) -> bool:
         """True once per flood: for the first refused update since the bucket was last full."""
@@ -94,11 +93,15 @@ class Buckets:
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(self.burst, now)
             return bucket
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.tokens = self._tokens(bucket, now)
         bucket.at = now
         if bucket.tokens >= self.burst:
             bucket.noticed = False  # calm again: a new flood gets a new notice
         return bucket
+
+    def _tokens(self, bucket: _Bucket, now: float) -> float:
+        """The tokens ``bucket`` holds at ``now``, refilled since it was last brought up to date."""
+        return min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
 
     def _sweep(self, now: float) -> None:
         """Forget customers whose bucket would be full again: they are like new ones."""

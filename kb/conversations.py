@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb.db import Batched, GroupCommit
+from kb.db import Batched, GroupCommit, parameters
 from kb.decision import Action, Thresholds, decide
 from kb.models import (
     Article,
@@ -220,7 +220,7 @@ def _set_telegram_id_statement() -> Any:
 async def _set_telegram_ids(session: AsyncSession, items: list[tuple[int, int]]) -> list[None]:
     """The Telegram ids of many sent bot messages, in one statement (by primary key)."""
     marks = [{"row_id": row_id, "sent_id": sent_id} for row_id, sent_id in items]
-    await session.execute(_set_telegram_id_statement(), marks[0] if len(marks) == 1 else marks)
+    await session.execute(_set_telegram_id_statement(), parameters(marks))
     return [None] * len(items)
 
 

@@ -113,6 +113,12 @@ def head_revision() -> str:
     return head
 
 
+def parameters(rows: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """A prepared statement's parameters: one row as is (one execute), several as a list
+    (executemany)."""
+    return rows[0] if len(rows) == 1 else rows
+
+
 # -- group commit ----------------------------------------------------------------------------------
 
 Item = TypeVar("Item")

@@ -204,7 +204,7 @@ class SentenceEncoder:
                 # Customers' questions, alone or batched (kb.batching), stay on ONNX Runtime: a
                 # batch of 32 costs ~5.6 ms of CPU per query on its one thread, against ~8.3 ms
                 # on torch's two; and torch is not even loaded after a start without it.
-                vectors = self._onnx.encode(inputs)
+                vectors = self._onnx.encode(inputs, workers=self.workers)
             elif self.workers > 1 and len(inputs) >= PARALLEL_MIN:
                 vectors = self._encode_parallel(inputs)
             elif len(inputs) < SMALL_BATCH:

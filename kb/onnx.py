@@ -181,16 +181,16 @@ class OnnxQueries:
         log.info("onnx: %s queries on ONNX Runtime from %s, torch not loaded", model_id, manifest.graph)
         return made, manifest
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, workers: int = 1) -> np.ndarray:
         """Rows for ``texts``. Many (a batch of customers' questions) run in chunks of similar
-        lengths (less padding), side by side on the cores: the session runs one pass on one
-        thread, and a pass releases the GIL."""
-        if len(texts) <= CHUNK:
+        lengths (less padding), on up to ``workers`` threads side by side: the session runs one
+        pass on one thread, and a pass releases the GIL."""
+        if len(texts) <= CHUNK or workers < 2:
             return self._encode(texts)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         chunks = [order[start : start + CHUNK] for start in range(0, len(order), CHUNK)]
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max(1, min(_cores(), 4)), thread_name_prefix="onnx")
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="onnx")
         feeds = [self._feeds([texts[i] for i in chunk]) for chunk in chunks]
         parts = list(self._pool.map(self._run, feeds))
         out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
@@ -229,11 +229,6 @@ def _tokenize(model: Any, texts: Sequence[str]) -> dict[str, Any]:
     sentence-transformers 6, ``tokenize`` before."""
     preprocess = getattr(model, "preprocess", None) or model.tokenize
     return preprocess(list(texts))
-
-
-def _cores() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _torch_tokenize(model: Any) -> Tokenize:

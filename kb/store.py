@@ -147,7 +147,7 @@ async def add_embeddings(
 _CHUNK = 500  # rows per IN list: within every backend's limits
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -155,7 +155,7 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 async def article_ids(session: AsyncSession, *, keys: Iterable[str]) -> dict[str, int]:
     """key -> id of the articles that exist among ``keys``."""
     found: dict[str, int] = {}
-    for chunk in _chunks(sorted(set(keys))):
+    for chunk in chunks(sorted(set(keys))):
         rows = await session.execute(select(Article.key, Article.id).where(Article.key.in_(chunk)))
         found.update((key, article_id) for key, article_id in rows)
     return found
@@ -193,7 +193,7 @@ async def version_state(
 ) -> dict[tuple[int, str], tuple[int, bool]]:
     """(article id, language) -> (highest version number, whether one version is current)."""
     state: dict[tuple[int, str], tuple[int, bool]] = {}
-    for chunk in _chunks(sorted(set(article_ids))):
+    for chunk in chunks(sorted(set(article_ids))):
         rows = await session.execute(
             select(
                 ArticleVersion.article_id,
@@ -214,7 +214,7 @@ async def supersede(session: AsyncSession, *, pairs: Iterable[tuple[int, str]]) 
     for article_id, language in pairs:
         by_language.setdefault(language, []).append(article_id)
     for language, ids in by_language.items():
-        for chunk in _chunks(sorted(ids)):
+        for chunk in chunks(sorted(ids)):
             await session.execute(
                 update(ArticleVersion)
                 .where(
@@ -310,7 +310,7 @@ async def count_live(session: AsyncSession) -> int:
 async def still_lacking(session: AsyncSession, *, model_id: str, version_ids: Sequence[int]) -> set[int]:
     """Which of ``version_ids`` are still live and still without a vector of ``model_id``."""
     found: set[int] = set()
-    for chunk in _chunks(list(version_ids)):
+    for chunk in chunks(list(version_ids)):
         found.update(
             await session.scalars(
                 _lacking(model_id).with_only_columns(ArticleVersion.id).where(ArticleVersion.id.in_(chunk))
@@ -365,7 +365,7 @@ async def embeddings_of(session: AsyncSession, *, model_id: str, version_ids: Se
     """The stored vectors of ``model_id`` for ``version_ids``: rows with ``id``, ``version_id``,
     ``kind`` and ``vector`` (plain rows, not ORM objects: a sync of a big KB reads tens of thousands)."""
     rows: list[Any] = []
-    for chunk in _chunks(list(version_ids)):
+    for chunk in chunks(list(version_ids)):
         result = await session.execute(
             select(Embedding.id, Embedding.version_id, Embedding.kind, Embedding.vector)
             .where(Embedding.model_id == model_id, Embedding.version_id.in_(chunk))

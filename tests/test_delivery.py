@@ -234,9 +234,9 @@ async def test_a_call_whose_journal_entry_is_erased_in_flight_does_not_come_back
         await bot.session.close()
 
 
-async def test_a_restart_takes_back_everything_it_held_in_order_however_much(settings, encoder) -> None:
+async def test_a_restart_takes_back_everything_it_held_page_by_page_in_order(settings, encoder) -> None:
     """A crash can leave hundreds of updates claimed by this replica: the next start takes back
-    all of them (page after page), before anything newer, so each chat is answered in order."""
+    all of them (page after page, here pages of 2), and each chat is answered in order."""
     ann = User(506, "Ann")
     asked = QUESTIONS[:5]
     async with running_bot(settings, encoder, forum=False) as harness:
