@@ -44,6 +44,11 @@ from pathlib import Path
 # benchmarks/ingest.py is named like the `ingest` package; keep this folder off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+import gc
+
+if "--serve-bot" in sys.argv:
+    gc.disable()  # the bot's process imports as `helpdesk` does (bot.launch)
+
 import argparse
 import asyncio
 import json
@@ -69,9 +74,13 @@ from bot.config import Settings
 from bot.pacing import Pacing
 from bot.runtime import Services, open_services
 from bot.sandbox import ApiCall, BotAPISandbox, User
-from kb import store
+from kb import heap, store
 from kb.encoder import TextEncoder
 from kb.texts import embedding_items
+
+if "--serve-bot" in sys.argv:
+    gc.freeze()
+    gc.enable()
 
 SUBJECTS = ["password", "invoice", "subscription", "account", "order", "refund", "delivery", "device",
             "profile", "team", "export", "import", "report", "backup", "login", "payment", "plan",
@@ -421,6 +430,7 @@ async def serve_bot(args: argparse.Namespace) -> None:
         settings = settings.model_copy(update={"kb": settings.kb.model_copy(update={"batch_queries": False})})
     live = live_settings(settings, Path(args.database), args.api_url, args.token)
     async with open_services(live, upgrade=False) as services:
+        heap.settle()  # as helpdesk run does
         bot = build_bot(live)
         try:
             async with polling(services, bot, pacing=Pacing.fast()):

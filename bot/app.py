@@ -47,6 +47,7 @@ from bot.routers import agents, customer, editors, privacy
 from bot.runtime import Services, ingest_options, open_services
 from bot.sequencing import ChatSequencer
 from bot.texts import EN, texts_for
+from kb import heap
 from kb.conversations import Helpdesk
 from kb.errors import KbError
 from kb.privacy import purge
@@ -417,6 +418,7 @@ async def run_polling(settings: Settings) -> None:
     pacing = Pacing.fast() if settings.delivery.pacing == "none" else Pacing()
     try:
         async with open_services(settings) as services:
+            heap.settle()  # the model, the index and the catalog live as long as the process
             api = settings.telegram.api_url or "https://api.telegram.org"
             try:
                 me = await bot.get_me()

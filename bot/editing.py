@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from aiogram.types import Document
 from bot.runtime import Services
 from ingest.pipeline import IngestOptions, IngestReport, ingest_paths
 from kb import articles
+from kb.files import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,7 @@ class UploadRefused(Exception):
 
 def _keep(folder: Path, name: str, data: bytes) -> Path:
     """Write ``data`` as ``folder/name``, atomically (a half-written upload is never ingested)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".part-", delete=False) as part:
-        part.write(data)
-    target = folder / name
-    Path(part.name).replace(target)
-    return target
+    return replace_atomically(folder / name, lambda temporary: temporary.write_bytes(data))
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from ingest.pipeline import MB, IngestOptions
-from kb import db
+from kb import db, language
 from kb.decision import Thresholds
 from kb.encoder import TextEncoder, make_kb_encoder
 from kb.index import IndexOptions
@@ -45,9 +46,15 @@ async def open_services(
     settings: Settings, *, encoder: TextEncoder | None = None, upgrade: bool = True, sync: bool = True
 ) -> AsyncIterator[Services]:
     """Migrate the database, load the model and bring the index up to date."""
-    if upgrade:
-        await db.upgrade(settings.database.url)
-    engine = db.create_engine(settings.database.url, echo=settings.database.echo)
+    # The language identifier loads in a thread meanwhile (it used to delay the first answer).
+    languages = asyncio.ensure_future(asyncio.to_thread(language.load))
+    try:
+        if upgrade:
+            await db.upgrade(settings.database.url)
+        engine = db.create_engine(settings.database.url, echo=settings.database.echo)
+    except BaseException:
+        await asyncio.gather(languages, return_exceptions=True)
+        raise
     try:
         sessions = db.session_factory(engine)
         encoder = encoder or make_kb_encoder(
@@ -70,8 +77,10 @@ async def open_services(
         services = Services(settings, engine, sessions, encoder, knowledge, db.GroupCommit(sessions))
         if sync:
             await knowledge.sync(sessions)
+        await languages
         yield services
     finally:
+        await asyncio.gather(languages, return_exceptions=True)
         await engine.dispose()
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -30,9 +28,9 @@ import faiss
 import numpy as np
 
 from kb.errors import IndexMismatchError, IndexMissingError
+from kb.files import current_folder, publish_folder
 
 FORMAT = 3  # older formats (1: rows.json and an IndexIDMap2) read as missing: rebuilt from the database
-CURRENT = "current"
 HNSW_ABOVE = 20_000  # vectors; up to this many, an exact flat index
 HNSW_M = 48  # graph neighbours per vector (32 lost a cluster of near-duplicates at 200,000)
 HNSW_EF_CONSTRUCTION = 64
@@ -327,25 +325,18 @@ class VectorIndex:
 
     def save(self, path: Path) -> None:
         """Write a new generation folder, then point ``path/current`` at it in one rename."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        generation = Path(tempfile.mkdtemp(prefix="gen-", dir=path))
-        faiss.write_index(self._faiss, str(generation / "vectors.faiss"))
-        self._rows.save(generation / "rows.npz")
-        (generation / "meta.json").write_text(json.dumps(asdict(self.meta()), indent=2))
-        link = path / f".current-{os.getpid()}"
-        link.unlink(missing_ok=True)
-        link.symlink_to(generation.name)
-        os.replace(link, path / CURRENT)
-        for old in path.glob("gen-*"):
-            if old.name != generation.name:
-                shutil.rmtree(old, ignore_errors=True)
+
+        def write(generation: Path) -> None:
+            faiss.write_index(self._faiss, str(generation / "vectors.faiss"))
+            self._rows.save(generation / "rows.npz")
+            (generation / "meta.json").write_text(json.dumps(asdict(self.meta()), indent=2))
+
+        publish_folder(path, write)
 
     @classmethod
     def load(cls, path: Path, *, model_id: str, dim: int, options: IndexOptions | None = None) -> VectorIndex:
         """The index saved in ``path``; an index of an older format counts as missing."""
-        path = Path(path)
-        folder = (path / CURRENT).resolve()
+        folder = current_folder(path)
         meta_file = folder / "meta.json"
         if not meta_file.exists():
             raise IndexMissingError(path)
@@ -367,7 +358,7 @@ class VectorIndex:
 
 
 def read_meta(path: Path) -> IndexMeta | None:
-    meta_file = Path(path) / CURRENT / "meta.json"
+    meta_file = current_folder(path) / "meta.json"
     if not meta_file.exists():
         return None
     meta = json.loads(meta_file.read_text())

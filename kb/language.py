@@ -66,6 +66,12 @@ def _word_count(text: str) -> int:
     return count
 
 
+def load() -> None:
+    """Load the identifier now, not at the first message that needs it (a bot's start does it
+    beside its other loading: the first answer waited 0.6 s for it)."""
+    _get_identifier()
+
+
 def _get_identifier() -> Any:
     """py3langid's identifier with normalised probabilities, loaded once (about a second)."""
     global _identifier

@@ -50,7 +50,7 @@ class LexicalIndex:
     def __init__(
         self, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75, saturation: float = 8.0
     ):
-        self.saturation = saturation
+        self.k1, self.b, self.saturation = k1, b, saturation
         self.vocabulary: dict[str, int] = {}
         terms, lengths = self._term_ids(documents)
         n_docs = len(documents)
@@ -69,6 +69,22 @@ class LexicalIndex:
         counts.data = (tf * (k1 + 1) / (tf + norm[rows]) * idf[counts.indices]).astype(np.float32)
         self._by_term = counts.T.tocsr()  # terms x documents
         self._n_docs = n_docs
+
+    @classmethod
+    def from_parts(
+        cls, vocabulary: list[str], by_term: sparse.csr_matrix, *, k1: float, b: float, saturation: float
+    ) -> LexicalIndex:
+        """An index saved with :meth:`parts` (the terms in id order, the weights terms x documents)."""
+        index = cls.__new__(cls)
+        index.k1, index.b, index.saturation = k1, b, saturation
+        index.vocabulary = {term: position for position, term in enumerate(vocabulary)}
+        index._by_term = by_term
+        index._n_docs = by_term.shape[1]
+        return index
+
+    def parts(self) -> tuple[list[str], sparse.csr_matrix]:
+        """What :meth:`from_parts` takes back: the terms in id order and the weights."""
+        return list(self.vocabulary), self._by_term
 
     def _term_ids(self, documents: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Every document's term ids, concatenated, and each document's count of them; the

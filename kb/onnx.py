@@ -23,13 +23,9 @@ versions of torch, sentence-transformers and ONNX Runtime, so any change falls b
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kb.files import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,6 @@ QUICK_PROBES = (
     " ".join(["A customer's long story, longer than the model reads at once"] * 60),
 )
 CHUNK = 16  # texts per ONNX Runtime pass in a long call
-STALE_PART_SECONDS = 600  # an unfinished export this old belongs to a process that is gone
 TOLERANCE = 1e-4  # largest difference allowed in any coordinate of a normalised vector
 
 
@@ -307,14 +304,7 @@ def _write_manifest(
         "probes": probes.astype(float).tolist(),
     }
     path = graph.parent / _manifest_name(folder, model_id)
-    handle, temporary = tempfile.mkstemp(dir=graph.parent, suffix=".json.part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(manifest, out)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    replace_atomically(path, lambda temporary: temporary.write_text(json.dumps(manifest), encoding="utf-8"))
 
 
 def _read_manifest(path: Path) -> Manifest:
@@ -394,27 +384,19 @@ def _export(model: Any, inputs: tuple[str, ...], path: Path) -> None:
     axes = {name: {0: "batch", 1: "tokens"} for name in inputs}
     axes["hidden"] = {0: "batch", 1: "tokens"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    for left in path.parent.glob("*.onnx.part"):  # an export a killed process left half written
-        with contextlib.suppress(OSError):
-            if time.time() - left.stat().st_mtime > STALE_PART_SECONDS:
-                left.unlink()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".onnx.part")
-    os.close(handle)
-    try:
+
+    def export(temporary: Path) -> None:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 Hidden().eval(),
                 example,
-                temporary,
+                str(temporary),
                 input_names=list(inputs),
                 output_names=["hidden"],
                 dynamic_axes=axes,
                 opset_version=17,
                 dynamo=False,
             )
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+
+    replace_atomically(path, export)

@@ -5,7 +5,8 @@ channels are fused into one score in [0, 1]: the best cosine similarity over the
 question, alternatives and answer chunks (dense), and BM25 over the same text squashed to [0, 1)
 (lexical, for rare exact words); see :meth:`KnowledgeBase.rank`. ``sync`` brings the in-memory index
 to the database's KB revision: from the on-disk cache when that is current, else from the
-``embeddings`` rows (encoding what the primary model has not embedded yet), then saved.
+``embeddings`` rows (encoding what the primary model has not embedded yet), then saved; the
+live versions' titles and BM25 postings likewise (:mod:`kb.catalog`).
 
 With a :class:`~kb.encoder.RoutedEncoder` there is one vector index per model (the primary's in
 ``index_dir``, the multilingual one's in ``index_dir/multilingual``, each stamped with its model),
@@ -28,14 +29,14 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from kb import store
+from kb import heap, store
 from kb.backlog import backfills
 from kb.batching import DEFAULT_WINDOW, QueryBatcher
+from kb.catalog import Catalog, Stamp, Version
 from kb.encoder import TextEncoder, members, score_scale
 from kb.errors import IndexMissingError
 from kb.index import IndexOptions, Row, VectorIndex, read_meta
 from kb.language import detect_language
-from kb.lexical import LexicalIndex
 from kb.models import ArticleVersion, EmbeddingKind
 from kb.query_cache import QUERY_CACHE_SIZE, QueryCache
 from kb.texts import embedding_items
@@ -79,16 +80,6 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
-class _Version:
-    id: int
-    article_id: int
-    key: str
-    number: int
-    question: str
-    language: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Early:
     task: asyncio.Future[list[Hit]]
     k: int
@@ -98,11 +89,7 @@ class _Early:
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     indexes: tuple[VectorIndex, ...]  # one per model, as ``members(encoder)``
-    versions: dict[int, _Version]
-    by_article: dict[int, dict[str, _Version]]
-    ranked: frozenset[int]  # the versions an article is ranked by (see _install)
-    lexical: LexicalIndex
-    owners: np.ndarray  # lexical document row -> article id
+    catalog: Catalog
 
 
 class KnowledgeBase:
@@ -136,11 +123,7 @@ class KnowledgeBase:
                 VectorIndex(model_id=m.model_id, dim=m.dim, options=self.index_options)
                 for m, _ in self.models
             ),
-            {},
-            {},
-            frozenset(),
-            LexicalIndex([]),
-            np.zeros(0, np.int64),
+            Catalog.empty(),
         )
         self._sync_lock = asyncio.Lock()
         # A bot works on the backlog newest first, in small batches: a query routed to the
@@ -160,7 +143,7 @@ class KnowledgeBase:
 
     @property
     def size(self) -> int:
-        return len(self._snapshot.by_article)
+        return len(self._snapshot.catalog.by_article)
 
     @property
     def vectors(self) -> tuple[int, ...]:
@@ -176,32 +159,46 @@ class KnowledgeBase:
         secondary models' backlog first; otherwise their indexes hold what is embedded so far.
         """
         async with self._sync_lock:
-            if force:
-                for backfill in backfills(self.encoder):
-                    await backfill.run(sessions)
-            async with sessions() as session:
-                revision = await store.get_revision(session)
-                if not force and revision == self.revision and self._snapshot.versions:
-                    return False
-                live = await store.live_versions(session)
-                indexes = []
-                for position, (model, with_answers) in enumerate(self.models):
-                    path = self.index_path(position)
-                    # Reading, building and installing run in a worker thread: a running bot
-                    # keeps answering from the previous snapshot meanwhile.
-                    index = None
-                    if not force:
-                        index = await asyncio.to_thread(self._load_cached, model, path, revision)
-                    if index is None:
-                        index = await self._build(
-                            session, model, with_answers, live, revision, embed_missing=position == 0
-                        )
-                        await session.commit()
-                        await asyncio.to_thread(index.save, path)
-                    indexes.append(index)
-            await asyncio.to_thread(self._install, tuple(indexes), live)
-            log.info("knowledge base at revision %d: %d articles", revision, self.size)
-            return True
+            with heap.collector_paused():
+                if force:
+                    for backfill in backfills(self.encoder):
+                        await backfill.run(sessions)
+                async with sessions() as session:
+                    revision = await store.get_revision(session)
+                    if not force and revision == self.revision and self._snapshot.catalog.versions:
+                        return False
+                    stamp = Stamp(revision, *await store.live_fingerprint(session), self.default_language)
+                    # Reading, building and installing run in worker threads: a running bot keeps
+                    # answering from the previous snapshot meanwhile.
+                    catalog = (
+                        None if force else await asyncio.to_thread(Catalog.load, self.catalog_path, stamp)
+                    )
+                    live = None if catalog is not None else await store.live_versions(session)
+                    indexes = []
+                    for position, (model, with_answers) in enumerate(self.models):
+                        path = self.index_path(position)
+                        index = None
+                        if not force:
+                            index = await asyncio.to_thread(self._load_cached, model, path, revision)
+                        if index is None:
+                            if live is None:
+                                live = await store.live_versions(session)
+                            index = await self._build(
+                                session, model, with_answers, live, revision, embed_missing=position == 0
+                            )
+                            await session.commit()
+                            await asyncio.to_thread(index.save, path)
+                        indexes.append(index)
+                if catalog is None:
+                    assert live is not None
+                    catalog = await asyncio.to_thread(
+                        Catalog.build, live, default_language=self.default_language
+                    )
+                    await asyncio.to_thread(self._save_catalog, catalog, stamp)
+                # One assignment: a search running meanwhile sees either the old snapshot or the new one.
+                self._snapshot = _Snapshot(tuple(indexes), catalog)
+                log.info("knowledge base at revision %d: %d articles", revision, self.size)
+                return True
 
     async def catch_up(
         self, sessions: async_sessionmaker[AsyncSession], *, budget: float = CATCH_UP_SECONDS
@@ -214,6 +211,17 @@ class KnowledgeBase:
     def index_path(self, position: int) -> Path:
         """Where the index of the ``position``-th model lives (the primary's: ``index_dir``)."""
         return self.index_dir if position == 0 else self.index_dir / "multilingual"
+
+    @property
+    def catalog_path(self) -> Path:
+        """Where the catalog of the live versions is cached (:mod:`kb.catalog`)."""
+        return self.index_dir / "catalog"
+
+    def _save_catalog(self, catalog: Catalog, stamp: Stamp) -> None:
+        try:
+            catalog.save(self.catalog_path, stamp)
+        except OSError as exc:  # a cache: the next start builds it again
+            log.warning("the KB catalog could not be saved in %s: %s", self.catalog_path, exc)
 
     def _load_cached(self, model: TextEncoder, path: Path, revision: int) -> VectorIndex | None:
         meta = read_meta(path)
@@ -278,29 +286,6 @@ class KnowledgeBase:
             )
 
         return await asyncio.to_thread(build)
-
-    def _install(
-        self, indexes: tuple[VectorIndex, ...], live: list[tuple[store.LiveVersion, store.LiveArticle]]
-    ) -> None:
-        versions = {v.id: _Version(v.id, a.id, a.key, v.number, v.question, v.language) for v, a in live}
-        by_article: dict[int, dict[str, _Version]] = {}
-        for v in versions.values():
-            by_article.setdefault(v.article_id, {})[v.language] = v
-        # An article is ranked by its version in the default language when it has one, its
-        # translations serve the answer: a translation would otherwise make its article look
-        # closer to every question in its language than the articles that exist only in the
-        # default language (measured: one Czech translation in the English example KB won
-        # most Czech questions, "cancel my subscription" included).
-        ranked_live = [
-            (v, a)
-            for v, a in live
-            if v.language == self.default_language or self.default_language not in by_article[a.id]
-        ]
-        ranked = frozenset(v.id for v, _ in ranked_live)
-        lexical = LexicalIndex([" ".join([v.question, *v.alt_questions, v.answer]) for v, _ in ranked_live])
-        owners = np.fromiter((a.id for _, a in ranked_live), dtype=np.int64, count=len(ranked_live))
-        # One assignment: a search running meanwhile sees either the old snapshot or the new one.
-        self._snapshot = _Snapshot(indexes, versions, by_article, ranked, lexical, owners)
 
     # -- searching ----------------------------------------------------------------------------
 
@@ -381,8 +366,8 @@ class KnowledgeBase:
                 language = languages[qi] if languages else None
                 for row, cosine in candidates:
                     score = cosine if (a, b) == (1.0, 0.0) else min(max(a * cosine + b, 0.0), 1.0)
-                    if row.version_id not in snap.ranked:
-                        if row.language != language or row.version_id not in snap.versions:
+                    if row.version_id not in snap.catalog.ranked:
+                        if row.language != language or row.version_id not in snap.catalog.versions:
                             continue
                         score -= SAME_LANGUAGE_HANDICAP
                     if row.article_id not in best or score > best[row.article_id][0]:
@@ -401,16 +386,15 @@ class KnowledgeBase:
         """
         snap = self._snapshot
         weight = self.lexical_weight
-        lexical_top = (
-            snap.lexical.top(texts, LEXICAL_CANDIDATES) if weight > 0 and len(snap.lexical) else None
-        )
+        postings = snap.catalog.lexical
+        lexical_top = postings.top(texts, LEXICAL_CANDIDATES) if weight > 0 and len(postings) else None
         results = []
         for qi, dense in enumerate(self._dense(texts, vectors, languages)):
             language = languages[qi] if languages else None
             lexical: dict[int, float] = {}
             if lexical_top is not None:
                 for doc, value in lexical_top[qi]:
-                    article_id = int(snap.owners[doc])
+                    article_id = int(snap.catalog.owners[doc])
                     lexical[article_id] = max(value, lexical.get(article_id, 0.0))
             floor = min((score for score, _ in dense.values()), default=0.0)
             fused = []
@@ -421,12 +405,12 @@ class KnowledgeBase:
             fused.sort(reverse=True)
             hits = []
             for score, article_id, kind in fused[:k]:
-                v = self._pick_language(snap.by_article[article_id], language)
+                v = self._pick_language(snap.catalog.by_article[article_id], language)
                 hits.append(Hit(article_id, v.key, v.id, v.number, v.question, v.language, score, kind))
             results.append(hits)
         return results
 
-    def _pick_language(self, translations: dict[str, _Version], language: str | None) -> _Version:
+    def _pick_language(self, translations: dict[str, Version], language: str | None) -> Version:
         for lang in (language, self.default_language):
             if lang and lang in translations:
                 return translations[lang]

@@ -47,9 +47,10 @@ def test_exported_once_then_read_and_a_damaged_file_is_exported_again(
     written = graph.stat().st_mtime_ns
     assert OnnxQueries.build(model, tmp_path, "m") is not None
     assert graph.stat().st_mtime_ns == written, "a second start must read the export, not redo it"
-    assert list(tmp_path.glob("*.part")) == []
+    assert list(tmp_path.glob(".*.part-*")) == []
 
-    fresh, stale = tmp_path / "a.onnx.part", tmp_path / "b.onnx.part"  # exports in progress / killed
+    # Exports in progress / left by a killed process:
+    fresh, stale = tmp_path / f".{graph.name}.part-a", tmp_path / f".{graph.name}.part-b"
     fresh.write_bytes(b"half")
     stale.write_bytes(b"half")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
