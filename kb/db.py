@@ -39,7 +39,7 @@ from kb import sqlite_driver
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a transaction waits for the write lock before it fails
+SQLITE_BUSY_TIMEOUT_MS = int(sqlite_driver.BUSY_TIMEOUT_S * 1000)  # a writer's wait for the write lock
 
 
 def _sqlite_on_connect(*, foreign_keys: bool) -> Callable[[Any, Any], None]:
@@ -56,7 +56,7 @@ def _sqlite_on_connect(*, foreign_keys: bool) -> Callable[[Any, Any], None]:
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    connection.exec_driver_sql(sqlite_driver.BEGIN_WRITE)
 
 
 def ensure_sqlite_dir(url: str) -> None:

@@ -11,17 +11,46 @@ with no transaction open (the pool's, after each commit) makes none.
 The rows are read at once, as SQLAlchemy's adapter does (it buffers them too; this project
 streams no results). The ``sqlite3`` cursor never leaves the connection's thread. Used through
 :func:`connect`, the ``async_creator`` of :func:`kb.db.create_engine` for SQLite URLs.
+
+**One writer at a time, woken in turn.** Every transaction begins ``BEGIN IMMEDIATE``
+(:mod:`kb.db`): it takes SQLite's write lock, and a second one waits in SQLite's busy handler,
+which sleeps and retries (1, 2, 5, 10 ... 100 ms): under load, writers slept while the lock lay
+free. Connections of one process to one database file now queue on an ``asyncio.Lock`` before
+their ``BEGIN IMMEDIATE`` and hand it on at commit, rollback or close: the next writer starts
+the moment the last one ends, first come first served. Other processes (a CLI ingest beside
+the bot) still meet the busy handler. A writer that waits longer than :data:`BUSY_TIMEOUT_S`
+gets SQLite's own error, "database is locked".
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiosqlite
 
 ITER_CHUNK_SIZE = 64  # aiosqlite's default; unused here (rows are fetched at once)
+BEGIN_WRITE = "BEGIN IMMEDIATE"  # how every transaction begins (kb.db)
+BUSY_TIMEOUT_S = 30.0  # how long a transaction waits for the write lock before it fails
+
+# Per event loop (a lock belongs to one), per database file: the writers' queue.
+_write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _write_lock(database: str) -> asyncio.Lock | None:
+    """The in-process queue of writers to ``database``; None for a private in-memory one."""
+    if database in ("", ":memory:") or "mode=memory" in database:
+        return None
+    locks = _write_locks.setdefault(asyncio.get_running_loop(), {})
+    lock = locks.get(database)
+    if lock is None:
+        lock = locks[database] = asyncio.Lock()
+    return lock
 
 
 class Cursor:
@@ -42,7 +71,15 @@ class Cursor:
         await self.close()
 
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> Cursor:
-        outcome = await self._connection._execute(_run, self._connection._conn, sql, parameters, many=False)
+        connection = self._connection
+        if sql == BEGIN_WRITE:
+            await connection._wait_for_write()
+        try:
+            outcome = await connection._execute(_run, connection._conn, sql, parameters, many=False)
+        except BaseException:
+            if sql == BEGIN_WRITE:
+                connection._done_writing()
+            raise
         self._take(outcome)
         return self
 
@@ -92,17 +129,51 @@ def _run(
 
 
 class Connection(aiosqlite.Connection):
-    """``aiosqlite.Connection`` whose cursors make one trip per statement (see the module)."""
+    """``aiosqlite.Connection`` whose cursors make one trip per statement and whose write
+    transactions queue in the process (see the module)."""
+
+    database = ""
+    _writing: asyncio.Lock | None = None  # the queue's lock, while this connection holds it
 
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)
 
+    async def _wait_for_write(self) -> None:
+        lock = _write_lock(self.database)
+        if lock is None or self._writing is lock:
+            return
+        try:
+            await asyncio.wait_for(lock.acquire(), BUSY_TIMEOUT_S)
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked") from None
+        self._writing = lock
+
+    def _done_writing(self) -> None:
+        lock, self._writing = self._writing, None
+        if lock is not None:
+            lock.release()
+
+    async def commit(self) -> None:
+        try:
+            await super().commit()
+        finally:
+            self._done_writing()
+
     async def rollback(self) -> None:
         """Roll back, without a trip when no transaction is open (the pool rolls back each
         connection it gets back, after every commit too)."""
-        if self._connection is not None and not self._connection.in_transaction:
-            return
-        await super().rollback()
+        try:
+            if self._connection is not None and not self._connection.in_transaction:
+                return
+            await super().rollback()
+        finally:
+            self._done_writing()
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self._done_writing()
 
 
 def connect(database: str, **kwargs: Any) -> Connection:
@@ -114,4 +185,5 @@ def connect(database: str, **kwargs: Any) -> Connection:
 
     connection = Connection(connector, ITER_CHUNK_SIZE)
     connection._thread.daemon = True
+    connection.database = str(database)
     return connection

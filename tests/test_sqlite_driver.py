@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -66,5 +67,67 @@ async def test_errors_are_sqlalchemys_and_the_connection_goes_on(tmp_path: Path)
                 await conn.execute(text("SELECT * FROM missing"))
         async with engine.connect() as conn:  # the failed transaction left nothing behind
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_writers_of_one_process_queue_and_each_is_handed_the_lock(tmp_path: Path) -> None:
+    """A second write transaction waits in the process's queue, not in SQLite's busy handler,
+    and starts when the first commits; a rollback, a failed statement and a closed connection
+    hand the lock on too."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)"))
+        order: list[str] = []
+
+        async def second() -> None:
+            async with engine.begin() as conn:
+                order.append("second began")
+                await conn.execute(text("INSERT INTO t (name) VALUES ('second')"))
+
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (name) VALUES ('first')"))
+            waiting = asyncio.create_task(second())
+            for _ in range(20):  # let the second get as far as it can
+                await asyncio.sleep(0)
+            lock = sqlite_driver._write_lock(str(tmp_path / "t.db"))
+            assert lock is not None and lock.locked() and not waiting.done()
+            order.append("first commits")
+        await asyncio.wait_for(waiting, 5)
+        assert order == ["first commits", "second began"]
+
+        with pytest.raises(IntegrityError):  # a failed statement, rolled back
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t (id, name) VALUES (1, 'again')"))
+        async with engine.connect() as conn:  # rolled back by hand
+            await conn.execute(text("INSERT INTO t (name) VALUES ('never')"))
+            await conn.rollback()
+        async with asyncio.timeout(5):
+            async with engine.begin() as conn:
+                names = (await conn.execute(text("SELECT name FROM t ORDER BY id"))).scalars().all()
+        assert names == ["first", "second"]
+        assert not lock.locked()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_writer_waiting_too_long_gets_database_is_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "BUSY_TIMEOUT_S", 0.2)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+        async with engine.begin() as holder:
+            await holder.execute(text("INSERT INTO t VALUES (1)"))
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with engine.begin() as late:
+                    await late.execute(text("INSERT INTO t VALUES (2)"))
+        async with engine.begin() as conn:  # the holder committed: the lock is free again
+            await conn.execute(text("INSERT INTO t VALUES (3)"))
+            ids = (await conn.execute(text("SELECT id FROM t ORDER BY id"))).scalars().all()
+        assert ids == [1, 3]
     finally:
         await engine.dispose()
