@@ -39,6 +39,8 @@ from kb import sqlite_driver
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
+SQLITE_POOL_SIZE = 32  # connections kept open
+SQLITE_POOL_OVERFLOW = 32  # more, opened under load and closed when given back
 SQLITE_BUSY_TIMEOUT_MS = int(sqlite_driver.BUSY_TIMEOUT_S * 1000)  # a writer's wait for the write lock
 
 
@@ -75,6 +77,12 @@ def create_engine(url: str, *, echo: bool = False, foreign_keys: bool = True) ->
     if parsed.get_backend_name() == "sqlite" and parsed.get_driver_name() == "aiosqlite":
         args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
         options["async_creator"] = lambda: sqlite_driver.connect(*args, **kwargs)
+        # Writers queue holding a connection (kb.sqlite_driver): with the default pool (5 kept,
+        # 10 more opened and closed again) a busy bot opened a connection, its thread and its
+        # PRAGMAs for most transactions. Idle connections cost a parked thread each.
+        if parsed.database not in (None, "", ":memory:") and "mode=memory" not in str(parsed):
+            options["pool_size"] = SQLITE_POOL_SIZE
+            options["max_overflow"] = SQLITE_POOL_OVERFLOW
     engine = create_async_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"), **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect(foreign_keys=foreign_keys))
