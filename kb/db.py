@@ -3,7 +3,8 @@
 SQLite gets WAL mode, foreign keys and a busy timeout on every connection, and every transaction
 begins with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe: the driver's own implicit BEGIN
 is switched off and the engine's ``begin`` event emits ours). A transaction thus holds the write
-lock from its first statement: concurrent writers queue on the busy timeout, one after the other,
+lock from its first statement: concurrent writers queue, one after the other (those of one
+process on an in-process lock, :mod:`kb.sqlite_driver`; other processes on the busy timeout),
 and what a transaction reads cannot go stale before it writes. (The driver's implicit BEGIN
 came only before the first write, so two first messages of one customer could both insert them;
 with a plain deferred BEGIN, a transaction that read and then writes after another one committed
