@@ -159,46 +159,49 @@ class KnowledgeBase:
         secondary models' backlog first; otherwise their indexes hold what is embedded so far.
         """
         async with self._sync_lock:
-            with heap.collector_paused():
-                if force:
-                    for backfill in backfills(self.encoder):
-                        await backfill.run(sessions)
-                async with sessions() as session:
-                    revision = await store.get_revision(session)
-                    if not force and revision == self.revision and self._snapshot.catalog.versions:
-                        return False
-                    stamp = Stamp(revision, *await store.live_fingerprint(session), self.default_language)
-                    # Reading, building and installing run in worker threads: a running bot keeps
-                    # answering from the previous snapshot meanwhile.
+            if force:
+                for backfill in backfills(self.encoder):
+                    await backfill.run(sessions)
+            async with sessions() as session:
+                revision = await store.get_revision(session)
+                if not force and revision == self.revision and self._snapshot.catalog.versions:
+                    return False
+                stamp = Stamp(revision, *await store.live_fingerprint(session), self.default_language)
+                # Reading, building and installing run in worker threads: a running bot keeps
+                # answering from the previous snapshot meanwhile. The bulk reads and builds run
+                # with the collector paused (kb.heap); the encoding of missing vectors does not.
+                with heap.collector_paused():
                     catalog = (
                         None if force else await asyncio.to_thread(Catalog.load, self.catalog_path, stamp)
                     )
                     live = None if catalog is not None else await store.live_versions(session)
-                    indexes = []
-                    for position, (model, with_answers) in enumerate(self.models):
-                        path = self.index_path(position)
-                        index = None
-                        if not force:
-                            index = await asyncio.to_thread(self._load_cached, model, path, revision)
-                        if index is None:
-                            if live is None:
+                indexes = []
+                for position, (model, with_answers) in enumerate(self.models):
+                    path = self.index_path(position)
+                    index = None
+                    if not force:
+                        index = await asyncio.to_thread(self._load_cached, model, path, revision)
+                    if index is None:
+                        if live is None:
+                            with heap.collector_paused():
                                 live = await store.live_versions(session)
-                            index = await self._build(
-                                session, model, with_answers, live, revision, embed_missing=position == 0
-                            )
-                            await session.commit()
-                            await asyncio.to_thread(index.save, path)
-                        indexes.append(index)
-                if catalog is None:
-                    assert live is not None
+                        index = await self._build(
+                            session, model, with_answers, live, revision, embed_missing=position == 0
+                        )
+                        await session.commit()
+                        await asyncio.to_thread(index.save, path)
+                    indexes.append(index)
+            if catalog is None:
+                assert live is not None
+                with heap.collector_paused():
                     catalog = await asyncio.to_thread(
                         Catalog.build, live, default_language=self.default_language
                     )
-                    await asyncio.to_thread(self._save_catalog, catalog, stamp)
-                # One assignment: a search running meanwhile sees either the old snapshot or the new one.
-                self._snapshot = _Snapshot(tuple(indexes), catalog)
-                log.info("knowledge base at revision %d: %d articles", revision, self.size)
-                return True
+                await asyncio.to_thread(self._save_catalog, catalog, stamp)
+            # One assignment: a search running meanwhile sees either the old snapshot or the new one.
+            self._snapshot = _Snapshot(tuple(indexes), catalog)
+            log.info("knowledge base at revision %d: %d articles", revision, self.size)
+            return True
 
     async def catch_up(
         self, sessions: async_sessionmaker[AsyncSession], *, budget: float = CATCH_UP_SECONDS

@@ -321,7 +321,7 @@ async def still_lacking(session: AsyncSession, *, model_id: str, version_ids: Se
 
 class LiveVersion(NamedTuple):
     """A live current version as the index and the consistency check read it: plain values (a
-    tuple: a big KB makes 100,000 of them at every start, a frozen dataclass took 7 us each)."""
+    tuple: a big KB's sync makes one per version)."""
 
     id: int
     article_id: int
