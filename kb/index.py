@@ -2,9 +2,10 @@
 
 A folder holds ``vectors.faiss`` (inner product over L2-normalised vectors), ``rows.npz`` (what
 each vector stands for, one numpy array per field, in FAISS's order) and ``meta.json`` (model id,
-dimension, KB revision, index kind). It is a cache of the ``embeddings`` table. Each save writes a
-new generation folder and then repoints the ``current`` symlink with one atomic rename, so a reader
-(another process included) never sees half an index.
+dimension, KB revision, the live versions' count and id sum, index kind). It is a cache of the
+``embeddings`` table. Each save writes a new generation folder and then repoints the ``current``
+symlink with one atomic rename (:mod:`kb.files`), so a reader (another process included) never
+sees half an index.
 
 The kind follows the size: up to ``hnsw_above`` distinct vectors an exact flat index (a scan
 costs about 0.4 ms per 10,000 vectors on one core), above it HNSW (``faiss.IndexHNSWFlat``, inner
@@ -17,7 +18,6 @@ vector: 200,000 rows cost about 6 MB. A search runs on one OpenMP thread, a buil
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ import numpy as np
 
 from kb.errors import IndexMismatchError, IndexMissingError
 from kb.files import current_folder, publish_folder
+from kb.machine import cores
 
 FORMAT = 3  # older formats (1: rows.json and an IndexIDMap2) read as missing: rebuilt from the database
 HNSW_ABOVE = 20_000  # vectors; up to this many, an exact flat index
@@ -60,6 +61,7 @@ class IndexMeta:
     format: int = FORMAT
     kind: IndexKind = "flat"
     distinct: int = 0  # distinct vectors (rows sharing one vector count once)
+    live: str = ""  # the live versions it was built for (kb.catalog.Stamp.live_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +144,6 @@ class _Rows:
         return rows
 
 
-def _cores() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-
-
 def _distinct(vectors: np.ndarray, *, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of ``vectors`` in order of first occurrence, and each row's number
     among them. Rows are told apart by two random projections (8 bytes a row), then checked
@@ -189,11 +186,18 @@ class VectorIndex:
     duplicates (benchmarks/RESULTS.md), and the memory is halved on such a KB."""
 
     def __init__(
-        self, *, model_id: str, dim: int, revision: int = 0, options: IndexOptions | None = None
+        self,
+        *,
+        model_id: str,
+        dim: int,
+        revision: int = 0,
+        options: IndexOptions | None = None,
+        live: str = "",
     ) -> None:
         self.model_id = model_id
         self.dim = dim
         self.revision = revision
+        self.live = live
         self.options = options or IndexOptions()
         self.kind: IndexKind = "flat"
         self._faiss: faiss.Index = faiss.IndexFlatIP(dim)
@@ -219,8 +223,9 @@ class VectorIndex:
         rows: list[Row],
         revision: int,
         options: IndexOptions | None = None,
+        live: str = "",
     ) -> VectorIndex:
-        index = cls(model_id=model_id, dim=dim, revision=revision, options=options)
+        index = cls(model_id=model_id, dim=dim, revision=revision, options=options, live=live)
         index.add(vectors, rows)
         return index
 
@@ -290,7 +295,7 @@ class VectorIndex:
         self._group()
         self.kind = self.options.kind_for(len(distinct))
         index = self._empty(self.kind)
-        faiss.omp_set_num_threads(_cores())  # building is worth every core
+        faiss.omp_set_num_threads(cores())  # building is worth every core
         index.add(distinct)
         self._faiss = index
 
@@ -313,6 +318,7 @@ class VectorIndex:
             built_at=datetime.now(UTC).isoformat(),
             kind=self.kind,
             distinct=self.distinct,
+            live=self.live,
         )
 
     def _empty(self, kind: IndexKind) -> faiss.Index:
@@ -347,7 +353,13 @@ class VectorIndex:
             )
         if meta.get("format") != FORMAT:
             raise IndexMissingError(path)
-        index = cls(model_id=model_id, dim=dim, revision=int(meta["revision"]), options=options)
+        index = cls(
+            model_id=model_id,
+            dim=dim,
+            revision=int(meta["revision"]),
+            options=options,
+            live=str(meta.get("live", "")),
+        )
         index._faiss = faiss.read_index(str(folder / "vectors.faiss"))
         index.kind = meta["kind"]
         if index.kind == "hnsw":

@@ -180,13 +180,13 @@ class KnowledgeBase:
                     path = self.index_path(position)
                     index = None
                     if not force:
-                        index = await asyncio.to_thread(self._load_cached, model, path, revision)
+                        index = await asyncio.to_thread(self._load_cached, model, path, stamp)
                     if index is None:
                         if live is None:
                             with heap.collector_paused():
                                 live = await store.live_versions(session)
                         index = await self._build(
-                            session, model, with_answers, live, revision, embed_missing=position == 0
+                            session, model, with_answers, live, stamp, embed_missing=position == 0
                         )
                         await session.commit()
                         await asyncio.to_thread(index.save, path)
@@ -226,9 +226,10 @@ class KnowledgeBase:
         except OSError as exc:  # a cache: the next start builds it again
             log.warning("the KB catalog could not be saved in %s: %s", self.catalog_path, exc)
 
-    def _load_cached(self, model: TextEncoder, path: Path, revision: int) -> VectorIndex | None:
+    def _load_cached(self, model: TextEncoder, path: Path, stamp: Stamp) -> VectorIndex | None:
         meta = read_meta(path)
-        if meta is None or meta.revision != revision:
+        # The live versions' count and id sum tell a database changed under the same revision.
+        if meta is None or meta.revision != stamp.revision or meta.live != stamp.live_key:
             return None
         if meta.kind != self.index_options.kind_for(meta.distinct):  # kb.hnsw_above changed
             return None
@@ -244,7 +245,7 @@ class KnowledgeBase:
         model: TextEncoder,
         with_answers: bool,
         live: list[tuple[store.LiveVersion, store.LiveArticle]],
-        revision: int,
+        stamp: Stamp,
         *,
         embed_missing: bool,
     ) -> VectorIndex:
@@ -284,7 +285,8 @@ class KnowledgeBase:
                 dim=model.dim,
                 vectors=vectors,
                 rows=index_rows,
-                revision=revision,
+                revision=stamp.revision,
+                live=stamp.live_key,
                 options=self.index_options,
             )
 

@@ -16,6 +16,7 @@ from bot.runtime import Services
 from ingest.pipeline import ingest_paths
 from kb import heap, store
 from kb.files import current_folder
+from kb.index import read_meta
 from kb.search import KnowledgeBase
 from tests.conftest import EXAMPLE_FAQ
 from tests.test_batching import QUESTIONS
@@ -84,8 +85,13 @@ async def test_a_catalog_of_another_revision_language_or_database_is_rebuilt(
     async with services.sessions() as session:
         await session.execute(text("UPDATE articles SET status = 'retired' WHERE key = :key"), {"key": key})
         await session.commit()
+    before = read_meta(services.settings.kb.index_dir)
     swapped = await _synced(services)
     assert len(reads) == 3 and swapped.size == built.size - 1
+    after = read_meta(services.settings.kb.index_dir)
+    assert before is not None and after is not None and after.revision == before.revision
+    assert after.live != before.live, "the vector index is rebuilt for the changed live versions too"
+    assert swapped.vectors[0] < built.vectors[0]
     assert key not in {h.article_key for h in swapped.search_sync(["How do I reset my password?"])[0]}
 
 
