@@ -48,14 +48,11 @@ async def open_services(
     """Migrate the database, load the model and bring the index up to date."""
     # The language identifier loads in a thread meanwhile (it used to delay the first answer).
     languages = asyncio.ensure_future(asyncio.to_thread(language.load))
+    engine: AsyncEngine | None = None
     try:
         if upgrade:
             await db.upgrade(settings.database.url)
         engine = db.create_engine(settings.database.url, echo=settings.database.echo)
-    except BaseException:
-        await asyncio.gather(languages, return_exceptions=True)
-        raise
-    try:
         sessions = db.session_factory(engine)
         encoder = encoder or make_kb_encoder(
             settings.kb.model,
@@ -81,7 +78,8 @@ async def open_services(
         yield services
     finally:
         await asyncio.gather(languages, return_exceptions=True)
-        await engine.dispose()
+        if engine is not None:
+            await engine.dispose()
 
 
 def ingest_options(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -153,27 +153,26 @@ class Connection(aiosqlite.Connection):
         if lock is not None:
             lock.release()
 
-    async def commit(self) -> None:
+    async def _ending(self, end: Awaitable[None]) -> None:
+        """``end`` (a commit, rollback or close), then the write lock goes to the next writer."""
         try:
-            await super().commit()
+            await end
         finally:
             self._done_writing()
+
+    async def commit(self) -> None:
+        await self._ending(super().commit())
 
     async def rollback(self) -> None:
         """Roll back, without a trip when no transaction is open (the pool rolls back each
         connection it gets back, after every commit too)."""
-        try:
-            if self._connection is not None and not self._connection.in_transaction:
-                return
-            await super().rollback()
-        finally:
+        if self._connection is not None and not self._connection.in_transaction:
             self._done_writing()
+            return
+        await self._ending(super().rollback())
 
     async def close(self) -> None:
-        try:
-            await super().close()
-        finally:
-            self._done_writing()
+        await self._ending(super().close())
 
 
 def connect(database: str, **kwargs: Any) -> Connection:

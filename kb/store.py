@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Integer, String, exists, func, insert, select, type_coerce, update
+from sqlalchemy import Integer, Select, String, exists, func, insert, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb.models import Article, ArticleStatus, ArticleVersion, Embedding, EmbeddingKind, KbState, utcnow
@@ -337,7 +337,8 @@ class LiveArticle(NamedTuple):
     key: str
 
 
-def _live() -> Any:
+def _live() -> Select[Any]:
+    """The ids of the live versions: current versions of published articles."""
     return (
         select(ArticleVersion.id)
         .join(Article, ArticleVersion.article_id == Article.id)
