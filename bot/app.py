@@ -125,6 +125,7 @@ def build_dispatcher(services: Services, *, pacing: Pacing | None = None) -> Dis
     dp = Dispatcher(settings=settings, kb=services.kb, helpdesk=helpdesk, desk=desk, sender=sender)
     dp.update.outer_middleware(LogContextMiddleware())  # first: the update's fields in every log line
     dp.update.outer_middleware(ChatSequencer())
+    dp.update.outer_middleware(delivery.RetryInTurn())  # in the chat's turn: its later messages wait
     dp.update.outer_middleware(DbSessionMiddleware(services.sessions))
     dp.update.outer_middleware(TextsMiddleware())
     dp["flood"] = FloodControl(settings)

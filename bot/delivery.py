@@ -7,8 +7,10 @@ Inbound (:class:`Inbox`)
     (a compare-and-set on the row: ``owner`` and ``lease_until``, so one replica processes an
     update), fed to the dispatcher in update order, and marked done. On start, what is left
     (pending, or claimed by this replica before it died, or by a replica whose lease ran out) is
-    processed first. A transient failure (Telegram or the database unreachable) puts the update
-    back with a growing pause, up to ``delivery.max_attempts``; then it is marked failed.
+    processed first. A transient failure (Telegram or the database unreachable) is handled
+    again in place after a growing pause (:class:`RetryInTurn`, within the chat's turn, so the
+    chat's later messages wait for it), up to ``delivery.max_attempts``; then it is marked
+    failed. A failure outside the handlers puts the update back in the inbox with such a pause.
 
 Outbound (:class:`Journal`, a request middleware of the bot's session)
     A call made while an update is handled gets a key: the update, the method, the chat and its
@@ -47,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from aiogram import Bot, Dispatcher
+from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.exceptions import (
     TelegramAPIError,
@@ -57,7 +59,7 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import TelegramType
-from aiogram.types import Message, Update
+from aiogram.types import Message, TelegramObject, Update
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
@@ -87,6 +89,9 @@ TRANSIENT = (
 )
 
 
+MAX_RETRY_PAUSE = 300.0  # seconds: the longest pause between two attempts at an update
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth processing the update again later: Telegram or the database was unreachable."""
     if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError):
@@ -102,12 +107,39 @@ class UpdateScope:
     """What the handling of one update has done so far (one per processing of the update)."""
 
     update_id: int
-    replay: bool = False  # the update was processed before: look its calls up in the journal
-    final: bool = True  # no further attempt follows a transient failure of this one
+    attempt: int = 1  # this processing of the update is its attempt-th
+    max_attempts: int = 1  # no further attempt follows a transient failure of the last one
+    retry_pause: float = 1.0  # the pause before the second attempt (it doubles after each)
+    settle_timeout: float = 30.0  # how long the calls an attempt queued are waited for
     counts: dict[tuple[str, Any], int] = field(default_factory=dict)
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
     failure: BaseException | None = None
     erased: set[int] = field(default_factory=set)  # chats whose data was erased in this update
+    # Called with each attempt after the first, before it is made (the inbox records the count).
+    on_attempt: Callable[[int], Awaitable[None]] | None = None
+
+    @property
+    def replay(self) -> bool:
+        """The update was processed before: its calls are looked up in the journal."""
+        return self.attempt > 1
+
+    @property
+    def final(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+    def pause(self) -> float:
+        """The pause before the attempt after this one."""
+        return min(self.retry_pause * 2 ** (self.attempt - 1), MAX_RETRY_PAUSE)
+
+    async def next_attempt(self) -> None:
+        """Make this scope the update's next attempt: what the last one queued is sent (or given
+        up) first, so the calls of the next one find it in the journal under the same keys."""
+        await self.settle(self.settle_timeout)
+        self.attempt += 1
+        self.counts.clear()
+        self.failure = None
+        if self.on_attempt is not None:
+            await self.on_attempt(self.attempt)
 
     def next_key(self, method: TelegramMethod[Any]) -> str:
         name = method.__api_method__
@@ -185,6 +217,37 @@ def pinned(keys: Sequence[str | None]) -> Any:
         yield
     finally:
         _PINNED.reset(token)
+
+
+class RetryInTurn(BaseMiddleware):
+    """An update whose handling failed transiently (Telegram or the database unreachable) is
+    handled again after a doubling pause, up to its scope's ``max_attempts``, without leaving
+    its chat's turn: as the outer middleware right after :class:`bot.sequencing.ChatSequencer`,
+    it keeps the chat's later messages waiting, so they are still answered after it, in order.
+    The last attempt's failure goes on to the dispatcher's error handler."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        scope = _SCOPE.get()
+        if scope is None:  # not fed by the inbox: no attempts to count
+            return await handler(event, data)
+        while True:
+            try:
+                return await handler(event, dict(data))  # inner middlewares add to their copy
+            except Exception as exc:
+                if scope.final or not is_transient(exc):
+                    raise
+                pause = scope.pause()
+                log.warning(
+                    "update %s: %r; handling it again in %.1fs (attempt %d of %d), its chat waiting",
+                    scope.update_id, exc, pause, scope.attempt + 1, scope.max_attempts,
+                )  # fmt: skip
+                await asyncio.sleep(pause)
+                await scope.next_attempt()
 
 
 # -- outbound: the journal ---------------------------------------------------------------------
@@ -616,9 +679,7 @@ class Inbox:
                 update = Update.model_validate_json(payload or "", context={"bot": self.bot})
             except ValueError as exc:
                 log.error("inbox: update %s cannot be read back (%s); marked failed", update_id, exc)
-                failed = asyncio.create_task(
-                    self._finish(update_id, exc, attempts=self.settings.max_attempts)
-                )
+                failed = asyncio.create_task(self._finish(update_id, exc, attempts=attempts))
                 self._inflight[update_id] = failed
                 failed.add_done_callback(lambda _t: self._inflight.pop(update_id, None))
                 return
@@ -629,7 +690,12 @@ class Inbox:
     async def _process(self, update: Update, attempts: int) -> None:
         # No await before feed_update: updates of one chat must reach the sequencer in order.
         scope = UpdateScope(
-            update.update_id, replay=attempts > 1, final=attempts >= self.settings.max_attempts
+            update.update_id,
+            attempt=attempts,
+            max_attempts=self.settings.max_attempts,
+            retry_pause=self.retry_pause,
+            settle_timeout=self.settle_timeout,
+            on_attempt=functools.partial(self._count_attempt, update.update_id),
         )
         token = _SCOPE.set(scope)
         try:
@@ -638,15 +704,35 @@ class Inbox:
             except Exception as exc:  # the dispatcher's error handler did not take it
                 scope.failure = scope.failure or exc
                 log.error("update %s failed: %r", update.update_id, exc, exc_info=exc)
-            await scope.settle(timeout=max(self.settings.lease_seconds / 2, 1.0))
+            await scope.settle(scope.settle_timeout)
         finally:
             _SCOPE.reset(token)
         try:
-            await self._finish(update.update_id, scope.failure, attempts=attempts)
+            await self._finish(update.update_id, scope.failure, attempts=scope.attempt)
         except (OperationalError, OSError) as exc:
             log.error(
                 "inbox: could not mark update %s done (%s); it will be processed again", update.update_id, exc
             )
+
+    @property
+    def settle_timeout(self) -> float:
+        """How long an update waits for the calls it queued before it counts as handled."""
+        return max(self.settings.lease_seconds / 2, 1.0)
+
+    async def _count_attempt(self, update_id: int, attempt: int) -> None:
+        """An update handled again in place (:class:`RetryInTurn`): its row counts the attempt,
+        so a crash now leaves the next start the right number of attempts still allowed."""
+        if self.on_processed is not None:
+            self.on_processed("retry")
+        try:
+            async with self.sessions() as session, session.begin():
+                await session.execute(
+                    update(InboxUpdate)
+                    .where(InboxUpdate.update_id == update_id, InboxUpdate.owner == self.owner)
+                    .values(attempts=attempt)
+                )
+        except (OperationalError, OSError) as exc:  # the attempt goes ahead all the same
+            log.warning("inbox: could not count attempt %d of update %s (%s)", attempt, update_id, exc)
 
     async def _finish(self, update_id: int, failure: BaseException | None, *, attempts: int) -> None:
         now = utcnow()
@@ -661,13 +747,14 @@ class Inbox:
             return
         if is_transient(failure) and attempts < self.settings.max_attempts:
             outcome = "retry"
-            pause = min(self.retry_pause * 2 ** (attempts - 1), 300.0)
+            pause = min(self.retry_pause * 2 ** (attempts - 1), MAX_RETRY_PAUSE)
             values = {"state": InboxState.PENDING, "next_try_at": now + timedelta(seconds=pause)}
             log.warning("update %s: %s; processing it again in %.0fs", update_id, failure, pause)
         else:
             outcome = "failed"
             values = {
                 "state": InboxState.FAILED,
+                "attempts": attempts,
                 "processed_at": now,
                 "error": f"{type(failure).__name__}: {failure}",
             }

@@ -94,8 +94,8 @@ async def test_processing_an_update_again_sends_nothing_twice(settings, encoder)
 
 
 async def test_a_transient_failure_is_retried_later_without_an_apology(settings, encoder) -> None:
-    """Telegram down for longer than the call's own retries: the update goes back to the inbox
-    and is processed again; the customer gets the answer, not the error text."""
+    """Telegram down for longer than the call's own retries: the update is handled again after a
+    pause (its row counts the attempt); the customer gets the answer, not the error text."""
     async with running_bot(settings, encoder, forum=False) as harness:
         ann = User(503, "Ann")
         retries = harness.services.settings.delivery.send_retries
@@ -106,6 +106,31 @@ async def test_a_transient_failure_is_retried_later_without_an_apology(settings,
         assert texts == [reply.text] and "went wrong" not in reply.text.lower()
         rows = await inbox_rows(harness.services)
         assert [row.attempts for row in rows.values()] == [2]
+
+
+async def test_a_chats_later_message_waits_for_an_earlier_one_handled_again(settings, encoder) -> None:
+    """Two questions at once; the first answer's send fails past its retries. The second
+    question is not answered before the first one's retry: the answers come in order."""
+    async with running_bot(settings, encoder, forum=False) as harness:
+        sandbox = harness.sandbox
+        ann = User(507, "Ann")
+        first, second = QUESTIONS[1], QUESTIONS[2]
+        expected = [(await harness.say(User(508, "Ref"), q)).text for q in (first, second)]
+        assert expected[0] != expected[1], "pick questions with distinct answers"
+        retries = harness.services.settings.delivery.send_retries
+        sandbox.fail_next("sendMessage", error_code=500, times=retries + 1)
+        sandbox.send_message(chat=ann.id, user=ann, text=first)
+        sandbox.send_message(chat=ann.id, user=ann, text=second)
+
+        async def answered():
+            return len(sandbox.messages_to(ann.id)) >= 2
+
+        await eventually(answered, within=30, interval=0.1)
+        await sandbox.wait_idle(quiet=0.5)
+        assert [m.text for m in sandbox.messages_to(ann.id)] == expected
+        assert len(sandbox.calls_to("sendMessage", ok=False)) == retries + 1
+        rows = sorted((await inbox_rows(harness.services)).items())[-2:]
+        assert [(row.state, row.attempts) for _, row in rows] == [(InboxState.DONE, 2), (InboxState.DONE, 1)]
 
 
 async def test_a_permanent_error_is_recorded_and_not_retried(settings, encoder) -> None:
@@ -221,7 +246,7 @@ async def test_a_call_whose_journal_entry_is_erased_in_flight_does_not_come_back
 
     bot = Bot("42:TEST")
     try:
-        token = _SCOPE.set(UpdateScope(7, replay=False, final=True))
+        token = _SCOPE.set(UpdateScope(7))
         try:
             await journal(erased_while_sending, bot, SendMessage(chat_id=chat, text="hi"))
             assert await rows() == []
