@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kb.db import Batched, GroupCommit, parameters
 from kb.decision import Action, Thresholds, decide
@@ -92,91 +93,163 @@ class FeedbackResult:
     human: HumanOffer = HumanOffer.NONE
 
 
-async def locked_customer(session: AsyncSession, *, telegram_id: int) -> Customer | None:
-    """The customer, their row locked to the end of the transaction (PostgreSQL; SQLite's write
-    transactions are serial already): one customer's turns, handled concurrently, go one by one."""
-    return await session.scalar(select(Customer).where(Customer.telegram_id == telegram_id).with_for_update())
+# -- the bookkeeping of a turn, in Core statements ------------------------------------------------
+# A customer's question is the bot's most frequent write: its bookkeeping is done in plain
+# statements on the session's connection, with ids, not ORM objects (no identity map, no unit of
+# work: those were a third of the bot's CPU per answer). The tickets' paths use the same helpers.
+
+_CUSTOMERS = Customer.__table__
+_CONVERSATIONS = Conversation.__table__
+_MESSAGES = Message.__table__
 
 
-async def touch_customer(session: AsyncSession, person: Person) -> Customer:
-    customer = await locked_customer(session, telegram_id=person.telegram_id)
+@functools.cache
+def _touch_customer_statement(dialect: str) -> Any:
+    """Insert the customer or refresh their profile, returning the id; on PostgreSQL the
+    upsert locks the row to the end of the transaction (one customer's turns go one by one)."""
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = upsert(_CUSTOMERS)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[_CUSTOMERS.c.telegram_id],
+        set_={
+            "first_name": new.first_name,
+            "last_name": new.last_name,
+            "username": new.username,
+            "language": func.coalesce(new.language, _CUSTOMERS.c.language),
+            "last_seen": new.last_seen,
+        },
+    ).returning(_CUSTOMERS.c.id)
+
+
+async def customer_id_for(connection: AsyncConnection, person: Person, now: datetime) -> int:
+    """The customer's id, their profile refreshed from ``person`` (inserted on first contact)."""
+    row = {
+        "telegram_id": person.telegram_id,
+        "first_name": person.first_name,
+        "last_name": person.last_name,
+        "username": person.username,
+        "language": person.language_code or None,  # none given: the one known stays
+        "first_seen": now,
+        "last_seen": now,
+        "tags": [],
+        "notes": "",
+    }
+    return (await connection.execute(_touch_customer_statement(connection.dialect.name), row)).scalar_one()
+
+
+@functools.cache
+def _latest_conversation_statement() -> Any:
+    c = _CONVERSATIONS.c
+    return (
+        select(c.id, c.closed_at, c.last_message_at)
+        .where(c.customer_id == bindparam("customer"), c.chat_id == bindparam("chat"))
+        .order_by(c.id.desc())
+        .limit(1)
+    )
+
+
+async def conversation_id_for(
+    connection: AsyncConnection, customer_id: int, chat_id: int, now: datetime
+) -> int:
+    """The customer's open conversation in ``chat_id`` (a new one after a close or a long gap),
+    its last message time set to ``now``."""
+    latest = (
+        await connection.execute(_latest_conversation_statement(), {"customer": customer_id, "chat": chat_id})
+    ).first()
+    if latest is None or latest.closed_at or now - latest.last_message_at > CONVERSATION_GAP:
+        values = {"customer_id": customer_id, "chat_id": chat_id, "started_at": now, "last_message_at": now}
+        return (await connection.execute(_inserting(_CONVERSATIONS), values)).scalar_one()
+    await connection.execute(_seen_statement(), {"row": latest.id, "now": now})
+    return int(latest.id)
+
+
+@functools.cache
+def _inserting(table: Table) -> Any:
+    """INSERT into ``table`` of the columns given, returning the new row's id."""
+    return insert(table).returning(table.c.id)
+
+
+@functools.cache
+def _seen_statement() -> Any:
+    c = _CONVERSATIONS.c
+    return update(_CONVERSATIONS).where(c.id == bindparam("row")).values(last_message_at=bindparam("now"))
+
+
+@functools.cache
+def _incoming_statement() -> Any:
+    m = _MESSAGES.c
+    return (
+        select(m.id)
+        .where(m.chat_id == bindparam("chat"), m.telegram_message_id == bindparam("message"))
+        .where(m.direction == Direction.IN)
+        .limit(1)
+    )
+
+
+async def incoming_id(connection: AsyncConnection, *, chat_id: int, telegram_message_id: int) -> int | None:
+    """The stored customer message of this Telegram message: the update is being processed
+    again (after a crash or a transient failure), so it is not stored twice."""
+    return await connection.scalar(_incoming_statement(), {"chat": chat_id, "message": telegram_message_id})
+
+
+async def turn_after(connection: AsyncConnection, conversation_id: int, incoming_id: int) -> int | None:
+    """The bot's recorded answer to the customer message ``incoming_id`` (the next bot message
+    of its conversation)."""
+    m = _MESSAGES.c
+    return await connection.scalar(
+        select(m.id)
+        .where(m.conversation_id == conversation_id, m.id > incoming_id, m.author == Author.BOT)
+        .order_by(m.id)
+        .limit(1)
+    )
+
+
+async def insert_message(connection: AsyncConnection, **values: Any) -> int:
+    """Store a message (the columns of ``kb.models.Message``); returns its row id."""
+    values.setdefault("created_at", utcnow())
+    return (await connection.execute(_inserting(_MESSAGES), values)).scalar_one()
+
+
+async def record_message(connection: AsyncConnection, person: Person, chat_id: int, **values: Any) -> int:
+    """Store a message of ``person``'s conversation in ``chat_id`` (the other columns of
+    ``kb.models.Message`` in ``values``), their profile and the conversation touched; returns
+    the message's row id."""
     now = utcnow()
-    if customer is None:
-        try:
-            async with session.begin_nested():  # a concurrent first message may insert them first
-                customer = Customer(telegram_id=person.telegram_id, first_seen=now)
-                session.add(customer)
-        except IntegrityError:
-            customer = await locked_customer(session, telegram_id=person.telegram_id)
-            if customer is None:
-                raise
-    customer.first_name = person.first_name
-    customer.last_name = person.last_name
-    customer.username = person.username
-    customer.language = person.language_code or customer.language
-    customer.last_seen = now
-    await session.flush()
-    return customer
-
-
-async def conversation_for(session: AsyncSession, customer: Customer, chat_id: int) -> Conversation:
-    now = utcnow()
-    conversation = await session.scalar(
-        select(Conversation)
-        .where(Conversation.customer_id == customer.id, Conversation.chat_id == chat_id)
-        .order_by(Conversation.id.desc())
-        .limit(1)
-    )
-    if (
-        conversation is None
-        or conversation.closed_at
-        or now - conversation.last_message_at > CONVERSATION_GAP
-    ):
-        conversation = Conversation(customer_id=customer.id, chat_id=chat_id, started_at=now)
-        session.add(conversation)
-    conversation.last_message_at = now
-    await session.flush()
-    return conversation
-
-
-def message_row(
-    conversation: Conversation, *, direction: Direction, author: Author, **fields: object
-) -> Message:
-    return Message(
-        conversation_id=conversation.id,
-        direction=direction,
-        author=author,
-        chat_id=conversation.chat_id,
-        **fields,
+    customer_id = await customer_id_for(connection, person, now)
+    conversation_id = await conversation_id_for(connection, customer_id, chat_id, now)
+    return await insert_message(
+        connection, conversation_id=conversation_id, chat_id=chat_id, created_at=now, **values
     )
 
 
-async def stored_incoming(session: AsyncSession, *, chat_id: int, telegram_message_id: int) -> Message | None:
-    """The customer message already stored for this Telegram message: the update is being
-    processed again (after a crash or a transient failure), so it is not stored twice."""
-    return await session.scalar(
-        select(Message)
-        .where(
-            Message.chat_id == chat_id,
-            Message.telegram_message_id == telegram_message_id,
-            Message.direction == Direction.IN,
-        )
-        .limit(1)
+async def _published(connection: AsyncConnection, version_ids: Sequence[int]) -> dict[int, Any]:
+    """The published versions among ``version_ids``, by id (one statement)."""
+    if not version_ids:
+        return {}
+    v, a = ArticleVersion.__table__.c, Article.__table__.c
+    rows = await connection.execute(
+        select(v.id, a.key, v.number, v.question, v.answer)
+        .join_from(ArticleVersion.__table__, Article.__table__, a.id == v.article_id)
+        .where(v.id.in_(version_ids), a.status == ArticleStatus.PUBLISHED)
     )
+    return {row.id: row for row in rows}
 
 
-async def bot_turn_after(session: AsyncSession, incoming: Message) -> Message | None:
-    """The bot's recorded answer to ``incoming`` (the next bot message of its conversation)."""
-    return await session.scalar(
-        select(Message)
-        .where(
-            Message.conversation_id == incoming.conversation_id,
-            Message.id > incoming.id,
-            Message.author == Author.BOT,
-        )
-        .order_by(Message.id)
-        .limit(1)
-    )
+def _as_shown(row: Any, score: float | None) -> Shown:
+    return Shown(row.id, row.key, row.number, row.question, row.answer, score)
+
+
+async def _shown_versions(connection: AsyncConnection, hits: Sequence[Hit]) -> list[Shown]:
+    """``hits`` as the customer gets them; a hit retired between the search and now keeps the
+    title the search had."""
+    found = await _published(connection, [hit.version_id for hit in hits])
+    return [
+        _as_shown(found[hit.version_id], hit.score)
+        if hit.version_id in found
+        else Shown(hit.version_id, hit.article_key, hit.version, hit.title, "", hit.score)
+        for hit in hits
+    ]
 
 
 async def unanswered_streak(session: AsyncSession, *, conversation_id: int) -> int:
@@ -271,22 +344,24 @@ class Helpdesk:
         hits = await self.kb.search(text, k=ANSWER_HITS, language=person.language_code)  # outside the tx
         decision = decide(hits, self.thresholds)
         async with session.begin():
-            customer = await touch_customer(session, person)
-            conversation = await conversation_for(session, customer, chat_id)
-            incoming = await stored_incoming(
-                session, chat_id=chat_id, telegram_message_id=telegram_message_id
-            )
+            connection = await session.connection()
+            now = utcnow()
+            customer_id = await customer_id_for(connection, person, now)
+            conversation_id = await conversation_id_for(connection, customer_id, chat_id, now)
+            incoming = await incoming_id(connection, chat_id=chat_id, telegram_message_id=telegram_message_id)
             if incoming is None:
-                session.add(
-                    message_row(
-                        conversation,
-                        direction=Direction.IN,
-                        author=Author.CUSTOMER,
-                        telegram_message_id=telegram_message_id,
-                        text=text,
-                    )
+                await insert_message(
+                    connection,
+                    conversation_id=conversation_id,
+                    direction=Direction.IN,
+                    author=Author.CUSTOMER,
+                    chat_id=chat_id,
+                    telegram_message_id=telegram_message_id,
+                    content_type="text",
+                    text=text,
+                    created_at=now,
                 )
-            shown = [await self._shown(session, hit) for hit in decision.chosen]
+            shown = await _shown_versions(connection, decision.chosen)
             top = shown[0] if decision.action is Action.ANSWER else None
             turn = {
                 "text": top.answer if top else None,
@@ -295,20 +370,26 @@ class Helpdesk:
                 "version_id": top.version_id if top else None,
                 "score": decision.top_score,
             }
-            out = await bot_turn_after(session, incoming) if incoming is not None else None
+            out = await turn_after(connection, conversation_id, incoming) if incoming is not None else None
             if out is None:
-                out = message_row(conversation, direction=Direction.OUT, author=Author.BOT, **turn)
-                session.add(out)
+                out = await insert_message(
+                    connection,
+                    conversation_id=conversation_id,
+                    direction=Direction.OUT,
+                    author=Author.BOT,
+                    chat_id=chat_id,
+                    content_type="text",
+                    created_at=now,
+                    **turn,
+                )
             else:  # processed again: the bot's turn is the one recorded the first time
-                for name, value in turn.items():
-                    setattr(out, name, value)
-            await session.flush()
-            human = await self._offer(session, conversation.id)
+                await connection.execute(update(_MESSAGES).where(_MESSAGES.c.id == out).values(**turn))
+            human = await self._offer(session, conversation_id)
             if human is HumanOffer.OFFER and decision.action is not Action.ESCALATE:
                 human = HumanOffer.BUTTON  # the bot has something to show: offer with the next miss
         return Reply(
             decision.action,
-            out.id,
+            out,
             article=top,
             suggestions=shown if decision.action is Action.SUGGEST else [],
             human=human,
@@ -319,22 +400,22 @@ class Helpdesk:
     ) -> Reply | None:
         """The customer picked a "did you mean" suggestion: answer with that version."""
         async with session.begin():
-            shown = await self._shown_version(session, version_id, score=None)
-            if shown is None:
+            connection = await session.connection()
+            found = await _published(connection, [version_id])
+            if version_id not in found:
                 return None
-            customer = await touch_customer(session, person)
-            conversation = await conversation_for(session, customer, chat_id)
-            out = message_row(
-                conversation,
+            shown = _as_shown(found[version_id], None)
+            out = await record_message(
+                connection,
+                person,
+                chat_id,
                 direction=Direction.OUT,
                 author=Author.BOT,
                 text=shown.answer,
                 decision="picked",
                 version_id=version_id,
             )
-            session.add(out)
-            await session.flush()
-        return Reply(Action.ANSWER, out.id, article=shown)
+        return Reply(Action.ANSWER, out, article=shown)
 
     async def note_incoming(
         self,
@@ -348,19 +429,18 @@ class Helpdesk:
     ) -> None:
         """Store a customer message the bot does not search for (commands, stickers, photos...)."""
         async with session.begin():
-            customer = await touch_customer(session, person)
-            conversation = await conversation_for(session, customer, chat_id)
-            if await stored_incoming(session, chat_id=chat_id, telegram_message_id=telegram_message_id):
+            connection = await session.connection()
+            if await incoming_id(connection, chat_id=chat_id, telegram_message_id=telegram_message_id):
                 return  # the update is processed again
-            session.add(
-                message_row(
-                    conversation,
-                    direction=Direction.IN,
-                    author=Author.CUSTOMER,
-                    telegram_message_id=telegram_message_id,
-                    content_type=content_type,
-                    text=text,
-                )
+            await record_message(
+                connection,
+                person,
+                chat_id,
+                direction=Direction.IN,
+                author=Author.CUSTOMER,
+                telegram_message_id=telegram_message_id,
+                content_type=content_type,
+                text=text,
             )
 
     async def note_outgoing(
@@ -368,14 +448,15 @@ class Helpdesk:
     ) -> int:
         """Store a bot message that is not an answer (greeting, help, apologies); returns its row id."""
         async with session.begin():
-            customer = await touch_customer(session, person)
-            conversation = await conversation_for(session, customer, chat_id)
-            out = message_row(
-                conversation, direction=Direction.OUT, author=Author.BOT, text=text, decision=decision
+            return await record_message(
+                await session.connection(),
+                person,
+                chat_id,
+                direction=Direction.OUT,
+                author=Author.BOT,
+                text=text,
+                decision=decision,
             )
-            session.add(out)
-            await session.flush()
-            return out.id
 
     async def mark_sent(self, session: AsyncSession, *, message_id: int, telegram_message_id: int) -> None:
         """Record the Telegram id of a sent bot message (a row erased meanwhile stays erased)."""
@@ -429,7 +510,8 @@ class Helpdesk:
     async def article(self, session: AsyncSession, *, version_id: int) -> Shown | None:
         """A published article version as the customer would get it."""
         async with session.begin():
-            return await self._shown_version(session, version_id, score=None)
+            found = await _published(await session.connection(), [version_id])
+        return _as_shown(found[version_id], None) if version_id in found else None
 
     async def candidates(
         self, session: AsyncSession, *, text: str, language: str | None, k: int = 3
@@ -437,26 +519,5 @@ class Helpdesk:
         """The best KB articles for ``text`` (for an agent's ``/suggest``), best first."""
         hits = await self.kb.search(text, k=k, language=language)  # outside the transaction
         async with session.begin():
-            shown = [await self._shown_version(session, hit.version_id, score=hit.score) for hit in hits]
-        return [s for s in shown if s is not None]
-
-    async def _shown(self, session: AsyncSession, hit: Hit) -> Shown:
-        shown = await self._shown_version(session, hit.version_id, score=hit.score)
-        if shown is None:  # retired between the search and now: show the title we have
-            return Shown(hit.version_id, hit.article_key, hit.version, hit.title, "", hit.score)
-        return shown
-
-    async def _shown_version(
-        self, session: AsyncSession, version_id: int, *, score: float | None
-    ) -> Shown | None:
-        row = (
-            await session.execute(
-                select(ArticleVersion, Article.key)
-                .join(Article, Article.id == ArticleVersion.article_id)
-                .where(ArticleVersion.id == version_id, Article.status == ArticleStatus.PUBLISHED)
-            )
-        ).first()
-        if row is None:
-            return None
-        version, key = row
-        return Shown(version.id, key, version.number, version.question, version.answer, score)
+            found = await _published(await session.connection(), [hit.version_id for hit in hits])
+        return [_as_shown(found[hit.version_id], hit.score) for hit in hits if hit.version_id in found]

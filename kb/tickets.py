@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb.conversations import Person, conversation_for, message_row, touch_customer
+from kb.conversations import Person, conversation_id_for, customer_id_for, insert_message, record_message
 from kb.errors import KbError
 from kb.models import (
     ArticleVersion,
@@ -183,16 +183,18 @@ class Tickets:
     async def open(self, session: AsyncSession, *, person: Person, chat_id: int, reason: str) -> Opened:
         """Escalate: the customer's open ticket, or a new one with their last question."""
         async with session.begin():
-            customer = await touch_customer(session, person)
-            current = await open_ticket_of(session, customer_id=customer.id)
+            connection = await session.connection()
+            now = utcnow()
+            customer_id = await customer_id_for(connection, person, now)
+            current = await open_ticket_of(session, customer_id=customer_id)
             if current is not None:
                 view = await _view(session, current)
                 return Opened(view, False, await queue_position(session, ticket=current))
-            conversation = await conversation_for(session, customer, chat_id)
-            question = await last_question(session, conversation_id=conversation.id)
+            conversation_id = await conversation_id_for(connection, customer_id, chat_id, now)
+            question = await last_question(session, conversation_id=conversation_id)
             ticket = Ticket(
-                customer_id=customer.id,
-                conversation_id=conversation.id,
+                customer_id=customer_id,
+                conversation_id=conversation_id,
                 chat_id=chat_id,
                 state=TicketState.WAITING,
                 reason=reason,
@@ -222,10 +224,10 @@ class Tickets:
     ) -> int:
         """Store a message the customer sent while the ticket is open; returns the row id."""
         async with session.begin():
-            customer = await touch_customer(session, person)
-            conversation = await conversation_for(session, customer, chat_id)
-            row = message_row(
-                conversation,
+            return await record_message(
+                await session.connection(),
+                person,
+                chat_id,
                 direction=Direction.IN,
                 author=Author.CUSTOMER,
                 telegram_message_id=telegram_message_id,
@@ -233,9 +235,6 @@ class Tickets:
                 text=text,
                 ticket_id=ticket_id,
             )
-            session.add(row)
-            await session.flush()
-            return row.id
 
     async def set_relayed(self, session: AsyncSession, *, pairs: list[tuple[int, int]]) -> None:
         """Record where stored messages were copied: ``(row id, message id on the other side)``."""
@@ -430,21 +429,22 @@ class Tickets:
                 raise TicketNotFound(ticket_id)
             customer = await session.get(Customer, ticket.customer_id)
             assert customer is not None
-            conversation = await conversation_for(session, customer, ticket.chat_id or customer.telegram_id)
-            session.add(
-                message_row(
-                    conversation,
-                    direction=Direction.OUT,
-                    author=Author.AGENT,
-                    telegram_message_id=customer_message_id,
-                    relay_message_id=topic_message_id,
-                    content_type=content_type,
-                    text=text,
-                    decision="agent_kb" if version_id else "relay",
-                    version_id=version_id,
-                    ticket_id=ticket.id,
-                    agent_id=agent.telegram_id,
-                )
+            connection = await session.connection()
+            chat_id = ticket.chat_id or customer.telegram_id
+            await insert_message(
+                connection,
+                conversation_id=await conversation_id_for(connection, customer.id, chat_id, utcnow()),
+                direction=Direction.OUT,
+                author=Author.AGENT,
+                chat_id=chat_id,
+                telegram_message_id=customer_message_id,
+                relay_message_id=topic_message_id,
+                content_type=content_type,
+                text=text,
+                decision="agent_kb" if version_id else "relay",
+                version_id=version_id,
+                ticket_id=ticket.id,
+                agent_id=agent.telegram_id,
             )
             first = ticket.first_response_at is None
             if first:
