@@ -509,7 +509,10 @@ async def run_in_own_process(
         ]  # fmt: skip
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,  # the counters' line carries every search's time of a phase
         )
         bot = BotProcess(process)
         try:
