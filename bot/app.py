@@ -349,7 +349,10 @@ async def serve(
             secret = telegram.webhook_secret.get_secret_value()
             listen = _host_port(telegram.webhook_listen)
             path = urlsplit(telegram.webhook_url).path or "/"
-            runner = await delivery.start_webhook(inbox, bot, listen=listen, path=path, secret=secret)
+            limit = settings.delivery.max_inflight
+            runner = await delivery.start_webhook(
+                inbox, bot, listen=listen, path=path, secret=secret, max_inflight=limit
+            )
             exits.push_async_callback(runner.cleanup)
             await bot.set_webhook(
                 telegram.webhook_url, secret_token=secret, allowed_updates=allowed, drop_pending_updates=False

@@ -96,7 +96,7 @@ class DeliverySettings(_Section):
     max_attempts: int = Field(default=5, ge=1, le=100)  # processings of one update before it is given up
     lease_seconds: float = Field(default=60.0, gt=0)  # a claimed update is reclaimable after this
     stop_timeout: float = Field(default=8.0, gt=0)  # SIGTERM: seconds to finish in-flight updates
-    max_inflight: int = Field(default=1000, ge=1, le=100_000)  # long polling: updates handled at once
+    max_inflight: int = Field(default=1000, ge=1, le=100_000)  # updates handled at once; more wait
 
 
 class SecuritySettings(_Section):

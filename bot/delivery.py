@@ -961,8 +961,13 @@ async def poll(
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
-def webhook_app(inbox: Inbox, bot: Bot, *, path: str, secret: str) -> web.Application:
-    """The webhook endpoint: 401 without the secret header, 200 once the update is stored."""
+def webhook_app(
+    inbox: Inbox, bot: Bot, *, path: str, secret: str, max_inflight: int = 1000
+) -> web.Application:
+    """The webhook endpoint: 401 without the secret header, 200 once the update is stored.
+
+    With ``max_inflight`` updates being handled, a new one is not taken (nor answered) until one
+    is done: Telegram holds it, and sends no more than its open connections meanwhile."""
 
     async def receive(request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "")
@@ -974,6 +979,7 @@ def webhook_app(inbox: Inbox, bot: Bot, *, path: str, secret: str) -> web.Applic
         except ValueError as exc:
             log.warning("webhook: not an update: %s", exc)
             return web.json_response({"ok": False, "description": "Bad Request"}, status=400)
+        await inbox.room(max_inflight)
         try:
             await inbox.accept([update])
         except (OperationalError, OSError) as exc:
@@ -987,11 +993,18 @@ def webhook_app(inbox: Inbox, bot: Bot, *, path: str, secret: str) -> web.Applic
 
 
 async def start_webhook(
-    inbox: Inbox, bot: Bot, *, listen: tuple[str, int], path: str, secret: str
+    inbox: Inbox,
+    bot: Bot,
+    *,
+    listen: tuple[str, int],
+    path: str,
+    secret: str,
+    max_inflight: int = 1000,
 ) -> web.AppRunner:
     """Bind the webhook endpoint (before setWebhook, so no delivery finds it closed); the
     caller cleans the runner up."""
-    runner = web.AppRunner(webhook_app(inbox, bot, path=path, secret=secret), access_log=None)
+    app = webhook_app(inbox, bot, path=path, secret=secret, max_inflight=max_inflight)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, listen[0], listen[1]).start()
     log.info("webhook: listening on %s:%s%s", listen[0], listen[1], path)

@@ -64,6 +64,35 @@ async def test_in_webhook_mode_telegram_posts_and_the_bot_answers(settings, enco
         assert sandbox.pending_updates == 0  # answered 200: confirmed
 
 
+async def test_a_webhook_request_waits_while_max_inflight_updates_are_handled(settings, encoder) -> None:
+    """With ``max_inflight`` updates being handled, the next request is neither stored nor
+    answered: Telegram keeps it until one is done. Nothing is lost."""
+    live = webhook_settings(settings)
+    live = live.model_copy(update={"delivery": live.delivery.model_copy(update={"max_inflight": 1})})
+    async with running_bot(live, encoder, forum=False) as harness:
+        sandbox = harness.sandbox
+        ann, bob = User(611, "Ann"), User(612, "Bob")
+        held = sandbox.stall("sendMessage")
+        sandbox.send_message(chat=ann.id, user=ann, text=QUESTIONS[0])
+        await asyncio.wait_for(held.reached.wait(), 20)
+        sandbox.send_message(chat=bob.id, user=bob, text=QUESTIONS[1])
+        await asyncio.sleep(1.0)
+
+        async def stored() -> int:
+            async with harness.services.sessions() as session:
+                return int(await session.scalar(select(func.count()).select_from(InboxUpdate)) or 0)
+
+        assert await stored() == 1 and sandbox.pending_updates == 1  # Bob's waits at "Telegram"
+        held.release.set()
+
+        async def both_answered() -> bool:
+            return bool(sandbox.messages_to(ann.id)) and bool(sandbox.messages_to(bob.id))
+
+        await eventually(both_answered, within=20)
+        await sandbox.wait_idle()
+        assert await stored() == 2 and sandbox.pending_updates == 0
+
+
 async def test_a_request_without_the_secret_gets_401_and_is_not_processed(settings, encoder) -> None:
     live = webhook_settings(settings)
     async with running_bot(live, encoder, forum=False) as harness:
