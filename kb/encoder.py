@@ -112,6 +112,7 @@ class SentenceEncoder:
         self.workers = default_workers() if workers is None else workers
         self._replicas: list[Any] = []  # loaded at the first parallel encode
         self._lock = threading.Lock()
+        self._loading = threading.Lock()  # torch's lazy load, apart: queries go on meanwhile
         self._onnx: OnnxQueries | None = None
         self._onnx_thread: threading.Thread | None = None
         self._torch_model: Any = None
@@ -165,11 +166,14 @@ class SentenceEncoder:
 
     @property
     def _model(self) -> Any:
-        """The sentence-transformers model, loaded at first use after a start without torch
-        (callers that encode hold :attr:`_lock`, so it is loaded once)."""
+        """The sentence-transformers model, loaded once at first use after a start without
+        torch (:meth:`encode` loads it before it takes :attr:`_lock`: seconds of importing
+        torch must not hold up customers' queries on ONNX Runtime)."""
         if self._torch_model is None:
-            log.info("loading %s on torch (for embedding passages)", self.model_id)
-            self._torch_model = self._load()
+            with self._loading:
+                if self._torch_model is None:
+                    log.info("loading %s on torch (for embedding passages)", self.model_id)
+                    self._torch_model = self._load()
         return self._torch_model
 
     def onnx_queries(self) -> OnnxQueries | None:
@@ -195,6 +199,9 @@ class SentenceEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.prefixes.get(kind, "")
         inputs = [prefix + t for t in texts] if prefix else list(texts)
+        on_onnx = self._onnx is not None and (kind == "query" or len(inputs) < SMALL_BATCH)
+        if self._torch_model is None and not on_onnx:
+            self._model  # noqa: B018 (loaded outside the lock)
         with self._lock:  # one encode at a time: each uses every core
             if kind == "query" and self._onnx is not None:
                 # Customers' questions, alone or batched (kb.batching), stay on ONNX Runtime: a

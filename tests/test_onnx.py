@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -114,6 +115,37 @@ print(json.dumps({{"torch_before": before, "torch_after": "torch" in sys.modules
     batch_with_torch = encoder._encode_with(encoder._model, QUERIES * 4)
     assert np.abs(np.asarray(out["batch"], dtype=np.float32) - batch_with_torch).max() < 1e-5
     assert np.abs(np.asarray(out["passages"], dtype=np.float32) - encoder.encode(passages)).max() < 1e-5
+
+
+def test_queries_go_on_while_torch_loads_for_the_first_passages(encoder: SentenceEncoder) -> None:
+    """After a start without torch, the first passages load torch (seconds); a customer's query
+    meanwhile is answered on ONNX Runtime instead of waiting for that load."""
+    assert encoder.onnx_queries() is not None  # the first start's export, and its manifest
+    quick = SentenceEncoder(onnx_cache=encoder.onnx_cache)
+    assert quick._torch_model is None, "the manifest of the first start gives a start without torch"
+    loading, release = threading.Event(), threading.Event()
+    real_load = quick._load
+
+    def slow_load():
+        loading.set()
+        release.wait(60)
+        return real_load()
+
+    quick._load = slow_load  # type: ignore[method-assign]
+    passages: list[np.ndarray] = []
+    texts = [f"Passage {n} about invoices." for n in range(12)]  # a document: not a few texts
+    embedder = threading.Thread(target=lambda: passages.append(quick.encode(texts, kind="passage")))
+    embedder.start()
+    try:
+        assert loading.wait(30)
+        asked = threading.Thread(target=lambda: quick.encode([QUERIES[0]], kind="query"))
+        asked.start()
+        asked.join(10)
+        assert not asked.is_alive(), "the query waited for torch's load"
+    finally:
+        release.set()
+        embedder.join(120)
+    assert len(passages) == 1 and passages[0].shape == (len(texts), encoder.dim)
 
 
 def test_a_manifest_that_no_longer_gives_torchs_vectors_sends_the_start_to_torch(
