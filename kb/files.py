@@ -11,8 +11,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: generations being written are told by age alone
+    fcntl = None  # type: ignore[assignment]
 
 CURRENT = "current"  # the symlink naming a folder's published generation
 STALE_SECONDS = 600.0  # a temporary file this old was left by a killed process (an ONNX export
@@ -45,22 +50,69 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, mode: i
 
 def publish_folder(path: Path, write: Callable[[Path], object]) -> Path:
     """Let ``write`` fill a new generation folder ``path/gen-*``, then point ``path/current``
-    at it with one rename; older generations are removed. Returns the new generation."""
+    at it with one rename. Returns the new generation.
+
+    Several processes (replicas) may publish into one folder and read it meanwhile, so an older
+    generation is removed only when nobody can be using it: the one just replaced stays until
+    the next publish (a reader may have opened it a moment ago), and one another process is
+    still writing (its lock on ``.writing`` held, or created in the last minute) is left to it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     generation = Path(tempfile.mkdtemp(prefix="gen-", dir=path))
+    replaced: str | None = None
     try:
-        write(generation)
-        link = path / f".{CURRENT}-{generation.name}"
-        link.symlink_to(generation.name)
-        os.replace(link, path / CURRENT)
+        with _writing(generation):
+            write(generation)
+            link = path / f".{CURRENT}-{generation.name}"
+            link.symlink_to(generation.name)
+            with contextlib.suppress(OSError):
+                replaced = os.readlink(path / CURRENT)
+            os.replace(link, path / CURRENT)
     except BaseException:
         shutil.rmtree(generation, ignore_errors=True)
         raise
+    keep = {generation.name, replaced}
+    with contextlib.suppress(OSError):
+        keep.add(os.readlink(path / CURRENT))  # another process may have published since
     for old in path.glob("gen-*"):
-        if old.name != generation.name:
+        if old.name not in keep and not _being_written(old):
             shutil.rmtree(old, ignore_errors=True)
     return generation
+
+
+WRITING = ".writing"  # a generation's lock file while a process fills it
+FRESH_SECONDS = 60.0  # a generation this young may be one whose writer has not locked it yet
+
+
+@contextlib.contextmanager
+def _writing(generation: Path) -> Iterator[None]:
+    """Hold ``generation``'s writing lock (released by the system should the process die)."""
+    marker = generation / WRITING
+    with open(marker, "w") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+
+
+def _being_written(generation: Path) -> bool:
+    try:
+        if time.time() - generation.stat().st_mtime < FRESH_SECONDS:
+            return True
+        handle = open(generation / WRITING)
+    except OSError:  # gone, or no lock file: published or abandoned
+        return False
+    with handle:
+        if fcntl is None:
+            return True
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # a writer that died: its lock went with it
 
 
 def current_folder(path: Path) -> Path:

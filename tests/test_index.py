@@ -61,7 +61,7 @@ def test_save_load_round_trip_and_atomic_swap(tmp_path: Path) -> None:
     meta = read_meta(tmp_path / "index")
     assert meta is not None and meta.revision == 8 and meta.count == 4
     generations = [p for p in (tmp_path / "index").iterdir() if p.name.startswith("gen-")]
-    assert len(generations) == 1, "old generations are cleaned up"
+    assert len(generations) == 2, "the generation just replaced stays for its readers (kb.files)"
 
 
 def test_model_or_dimension_mismatch_is_a_clear_error(tmp_path: Path) -> None:
