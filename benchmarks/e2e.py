@@ -30,7 +30,8 @@ CPU milliseconds of the bot's process per answer, all threads / its event loop's
 (with ``--same-process``, the sandbox's and the customers' too).
 
 Configurations: ``batched`` (the default settings: micro-batched searches, :mod:`kb.batching`)
-and ``naive`` (``kb.batch_queries = false``: one encode and one index search per message). Both
+and ``naive`` (``kb.batch_queries = false``, ``kb.int8_queries = false``: one float32 encode and
+one index search per message; ``--no-int8`` makes the batched run's queries float32 too). Both
 use the flat FAISS index and one model (``kb.multilingual_model = ""``). Prints a table with
 the goals of issue 7, the load average of the machine and the peak RSS of the bot's process (the
 KB is built in a child process, whose own peak is printed apart).
@@ -427,7 +428,7 @@ async def serve_bot(args: argparse.Namespace) -> None:
     opening = time.monotonic()  # CLOCK_MONOTONIC: comparable with the parent's readings
     settings = bench_settings(args.serve_bot, args)
     if not args.batch:
-        settings = settings.model_copy(update={"kb": settings.kb.model_copy(update={"batch_queries": False})})
+        settings = naive_settings(settings)
     live = live_settings(settings, Path(args.database), args.api_url, args.token)
     async with open_services(live, upgrade=False) as services:
         heap.settle()  # as helpdesk run does
@@ -506,6 +507,7 @@ async def run_in_own_process(
             sys.executable, __file__, "--serve-bot", folder, "--database", str(copy),
             "--api-url", sandbox.url, "--token", sandbox.token, "--window-ms", str(args.window_ms),
             "--batch" if name == "batched" else "--no-batch",
+            "--int8" if settings.kb.int8_queries else "--no-int8",
         ]  # fmt: skip
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
@@ -634,10 +636,21 @@ def report(args: argparse.Namespace, runs: list[Figures], build_seconds: float) 
 def bench_settings(folder: str, args: argparse.Namespace) -> Settings:
     return Settings(
         database={"url": f"sqlite+aiosqlite:///{folder}/bench.db"},
-        kb={"index_dir": f"{folder}/index", "multilingual_model": "", "batch_window_ms": args.window_ms},
+        kb={
+            "index_dir": f"{folder}/index",
+            "multilingual_model": "",
+            "batch_window_ms": args.window_ms,
+            "int8_queries": args.int8,
+        },
         telegram={"token": "100000001:TEST", "poll_timeout": 1},
         security={"flood_burst": 1000, "flood_per_minute": 6000},
     )
+
+
+def naive_settings(settings: Settings) -> Settings:
+    """The anchor: one float32 encode and one index search per message."""
+    kb = settings.kb.model_copy(update={"batch_queries": False, "int8_queries": False})
+    return settings.model_copy(update={"kb": kb})
 
 
 async def build_only(args: argparse.Namespace) -> None:
@@ -662,7 +675,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"KB built: {args.kb_size} entries in {build_seconds:.1f} s (in a child process, "
               f"peak RSS {children_peak_rss_mb():.0f} MB)", flush=True)  # fmt: skip
         runs = []
-        naive = settings.model_copy(update={"kb": settings.kb.model_copy(update={"batch_queries": False})})
+        naive = naive_settings(settings)
         if args.same_process:
             first, encoder = await run_config("batched", settings, entries, args, None)
             runs.append(first)
@@ -687,6 +700,12 @@ if __name__ == "__main__":
     parser.add_argument("--saturation", type=float, default=15.0, help="seconds of the saturation phase")
     parser.add_argument("--window-ms", type=float, default=0.0, help="kb.batch_window_ms of the batched run")
     parser.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the batched run's queries on the int8 graph (kb.int8_queries); naive's are float32",
+    )
     parser.add_argument(
         "--same-process", action="store_true", help="run the bot in this process, beside the sandbox"
     )

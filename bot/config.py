@@ -146,6 +146,7 @@ class KbSettings(_Section):
     hnsw_ef_search: int = Field(default=128, ge=16, le=4096)  # HNSW candidates explored per query
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # query vectors kept per model
     onnx_queries: bool = True  # queries on ONNX Runtime (same vectors, ~2x faster); false: torch
+    int8_queries: bool = True  # those queries on an int8 copy of the graph (~2.3x faster again)
 
     @field_validator("model_languages")
     @classmethod

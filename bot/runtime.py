@@ -59,6 +59,7 @@ async def open_services(
             settings.kb.multilingual_model,
             languages=settings.kb.model_languages,
             onnx_cache=settings.kb.index_dir / "onnx" if settings.kb.onnx_queries else None,
+            int8_queries=settings.kb.int8_queries,
         )
         knowledge = KnowledgeBase(
             encoder,

