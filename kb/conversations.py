@@ -1,7 +1,8 @@
 """Conversations with customers: who they are, what they asked, what the bot answered.
 
-The services here own their transactions (``async with session.begin()``) and return plain
-data for the Telegram layer to render; they never talk to Telegram themselves. Tickets (the
+The services here own their transactions (``async with session.begin()``, or the group
+commit's for a customer's turn and the sent messages' ids when the :class:`Helpdesk` has one) and
+return plain data for the Telegram layer to render; they never talk to Telegram themselves. Tickets (the
 hand-over to people) are in :mod:`kb.tickets`; this module decides when to offer one.
 """
 
@@ -19,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kb.db import Batched, GroupCommit, parameters
-from kb.decision import Action, Thresholds, decide
+from kb.decision import Action, Decision, Thresholds, decide
 from kb.models import (
     Article,
     ArticleStatus,
@@ -300,13 +301,105 @@ async def _set_telegram_ids(session: AsyncSession, items: list[tuple[int, int]])
 SET_TELEGRAM_IDS = Batched("message ids", _set_telegram_ids)
 
 
+async def _human_offer(
+    session: AsyncSession, conversation_id: int, escalation: bool, offer_after: int
+) -> HumanOffer:
+    """How the bot offers a person now: not at all (no agents), a button, or an offer after
+    ``offer_after`` failed turns in a row (0 = never)."""
+    if not escalation:
+        return HumanOffer.NONE
+    if offer_after and await unanswered_streak(session, conversation_id=conversation_id) >= offer_after:
+        return HumanOffer.OFFER
+    return HumanOffer.BUTTON
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """A customer's question and the bot's decision, to be recorded (:meth:`Helpdesk.ask`)."""
+
+    person: Person
+    chat_id: int
+    telegram_message_id: int
+    text: str
+    decision: Decision
+    escalation: bool
+    offer_after: int
+
+
+async def _record_turn(session: AsyncSession, turn: _Turn) -> Reply:
+    """Store the question (once: an update processed again finds it) and the bot's turn, inside
+    the caller's transaction; the reply to send."""
+    decision = turn.decision
+    connection = await session.connection()
+    now = utcnow()
+    customer_id = await customer_id_for(connection, turn.person, now)
+    conversation_id = await conversation_id_for(connection, customer_id, turn.chat_id, now)
+    incoming = await incoming_id(
+        connection, chat_id=turn.chat_id, telegram_message_id=turn.telegram_message_id
+    )
+    if incoming is None:
+        await insert_message(
+            connection,
+            conversation_id=conversation_id,
+            direction=Direction.IN,
+            author=Author.CUSTOMER,
+            chat_id=turn.chat_id,
+            telegram_message_id=turn.telegram_message_id,
+            content_type="text",
+            text=turn.text,
+            created_at=now,
+        )
+    shown = await _shown_versions(connection, decision.chosen)
+    top = shown[0] if decision.action is Action.ANSWER else None
+    values = {
+        "text": top.answer if top else None,
+        "decision": decision.action.value,
+        "hits": [h.as_log() for h in decision.hits],
+        "version_id": top.version_id if top else None,
+        "score": decision.top_score,
+    }
+    out = await turn_after(connection, conversation_id, incoming) if incoming is not None else None
+    if out is None:
+        out = await insert_message(
+            connection,
+            conversation_id=conversation_id,
+            direction=Direction.OUT,
+            author=Author.BOT,
+            chat_id=turn.chat_id,
+            content_type="text",
+            created_at=now,
+            **values,
+        )
+    else:  # processed again: the bot's turn is the one recorded the first time
+        await connection.execute(update(_MESSAGES).where(_MESSAGES.c.id == out).values(**values))
+    human = await _human_offer(session, conversation_id, turn.escalation, turn.offer_after)
+    if human is HumanOffer.OFFER and decision.action is not Action.ESCALATE:
+        human = HumanOffer.BUTTON  # the bot has something to show: offer with the next miss
+    return Reply(
+        decision.action,
+        out,
+        article=top,
+        suggestions=shown if decision.action is Action.SUGGEST else [],
+        human=human,
+    )
+
+
+async def _record_turns(session: AsyncSession, turns: list[_Turn]) -> list[Reply]:
+    return [await _record_turn(session, turn) for turn in turns]
+
+
+# Customers' turns share transactions (a turn is ~7 statements; under load the write lock, not
+# the CPU, bounded the answers per second while each turn committed alone).
+RECORD_TURNS = Batched("turns", _record_turns)
+
+
 class Helpdesk:
     """The customer-facing service: questions in, decisions out, everything recorded.
 
     ``escalation``: people can take over (agents are configured); ``offer_after``: failed turns
     in a row before the bot offers a person itself (0 = never); ``writes``: the writer that
-    commits small writes together (the Telegram ids of sent messages), else each is its own
-    transaction.
+    commits small writes together (customers' turns, the Telegram ids of sent messages), else
+    each is its own transaction.
     """
 
     def __init__(
@@ -324,15 +417,6 @@ class Helpdesk:
         self.offer_after = offer_after
         self.writes = writes
 
-    async def _offer(self, session: AsyncSession, conversation_id: int) -> HumanOffer:
-        if not self.escalation:
-            return HumanOffer.NONE
-        if self.offer_after and await unanswered_streak(session, conversation_id=conversation_id) >= (
-            self.offer_after
-        ):
-            return HumanOffer.OFFER
-        return HumanOffer.BUTTON
-
     def expect_question(self, text: str, *, language: str | None) -> None:
         """A customer's message that :meth:`ask` will likely be given has arrived: its search
         starts now (see :meth:`KnowledgeBase.start_search`)."""
@@ -342,58 +426,19 @@ class Helpdesk:
         self, session: AsyncSession, *, person: Person, chat_id: int, telegram_message_id: int, text: str
     ) -> Reply:
         hits = await self.kb.search(text, k=ANSWER_HITS, language=person.language_code)  # outside the tx
-        decision = decide(hits, self.thresholds)
-        async with session.begin():
-            connection = await session.connection()
-            now = utcnow()
-            customer_id = await customer_id_for(connection, person, now)
-            conversation_id = await conversation_id_for(connection, customer_id, chat_id, now)
-            incoming = await incoming_id(connection, chat_id=chat_id, telegram_message_id=telegram_message_id)
-            if incoming is None:
-                await insert_message(
-                    connection,
-                    conversation_id=conversation_id,
-                    direction=Direction.IN,
-                    author=Author.CUSTOMER,
-                    chat_id=chat_id,
-                    telegram_message_id=telegram_message_id,
-                    content_type="text",
-                    text=text,
-                    created_at=now,
-                )
-            shown = await _shown_versions(connection, decision.chosen)
-            top = shown[0] if decision.action is Action.ANSWER else None
-            turn = {
-                "text": top.answer if top else None,
-                "decision": decision.action.value,
-                "hits": [h.as_log() for h in decision.hits],
-                "version_id": top.version_id if top else None,
-                "score": decision.top_score,
-            }
-            out = await turn_after(connection, conversation_id, incoming) if incoming is not None else None
-            if out is None:
-                out = await insert_message(
-                    connection,
-                    conversation_id=conversation_id,
-                    direction=Direction.OUT,
-                    author=Author.BOT,
-                    chat_id=chat_id,
-                    content_type="text",
-                    created_at=now,
-                    **turn,
-                )
-            else:  # processed again: the bot's turn is the one recorded the first time
-                await connection.execute(update(_MESSAGES).where(_MESSAGES.c.id == out).values(**turn))
-            human = await self._offer(session, conversation_id)
-            if human is HumanOffer.OFFER and decision.action is not Action.ESCALATE:
-                human = HumanOffer.BUTTON  # the bot has something to show: offer with the next miss
-        return Reply(
-            decision.action,
-            out,
-            article=top,
-            suggestions=shown if decision.action is Action.SUGGEST else [],
-            human=human,
+        turn = _Turn(
+            person,
+            chat_id,
+            telegram_message_id,
+            text,
+            decide(hits, self.thresholds),
+            self.escalation,
+            self.offer_after,
         )
+        if self.writes is not None:  # committed with the other turns and small writes queued
+            return await self.writes.write(RECORD_TURNS, turn)
+        async with session.begin():
+            return await _record_turn(session, turn)
 
     async def show(
         self, session: AsyncSession, *, person: Person, chat_id: int, version_id: int
@@ -477,7 +522,9 @@ class Helpdesk:
             if outcome == FeedbackOutcome.RECORDED and not helpful:
                 message = await session.get(Message, message_id)
                 assert message is not None
-                human = await self._offer(session, message.conversation_id)
+                human = await _human_offer(
+                    session, message.conversation_id, self.escalation, self.offer_after
+                )
             return FeedbackResult(outcome, human)
 
     async def _store_feedback(

@@ -131,3 +131,56 @@ async def test_a_writer_waiting_too_long_gets_database_is_locked(
         assert ids == [1, 3]
     finally:
         await engine.dispose()
+
+
+async def test_a_writer_asking_for_it_runs_its_statements_inline_in_slices(
+    tmp_path: Path, trips: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kb.db.inline_statements (the group commit's transactions): after BEGIN IMMEDIATE the
+    statements run on the loop's thread, with the same results and errors; a long run of them
+    makes a trip now and then (the loop runs meanwhile), and so do big executemany calls."""
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from kb.db import inline_statements
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    sessions = async_sessionmaker(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)"))
+        trips.clear()
+        session: AsyncSession
+        async with sessions() as session, session.begin(), inline_statements(session):
+            await session.execute(text("INSERT INTO t (name) VALUES (:name)"), [{"name": n} for n in "abc"])
+            one = await session.execute(text("INSERT INTO t (name) VALUES ('d') RETURNING id"))
+            assert one.scalar() == 4
+            rows = (await session.execute(text("SELECT id, name FROM t WHERE id > 1 ORDER BY id"))).all()
+            assert [tuple(r) for r in rows] == [(2, "b"), (3, "c"), (4, "d")]
+        assert trips == ["_run", "commit"], "BEGIN IMMEDIATE and COMMIT only"
+        async with sessions() as session:
+            assert await session.scalar(text("SELECT count(*) FROM t")) == 4
+
+        trips.clear()
+        with pytest.raises(IntegrityError):
+            async with sessions() as session, session.begin(), inline_statements(session):
+                await session.execute(text("INSERT INTO t VALUES (5, 'e')"))
+                await session.execute(text("INSERT INTO t VALUES (1, 'again')"))
+        assert trips == ["_run", "rollback"]
+        async with sessions() as session, session.begin():  # the lock was handed on
+            assert await session.scalar(text("SELECT count(*) FROM t")) == 4
+
+        monkeypatch.setattr(sqlite_driver, "INLINE_SLICE_S", 0.0)  # every slice ends at once
+        trips.clear()
+        async with sessions() as session, session.begin(), inline_statements(session):
+            for n in range(4):
+                await session.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": f"s{n}"})
+            big = [{"name": f"b{n}"} for n in range(sqlite_driver.INLINE_ROWS + 1)]
+            await session.execute(text("INSERT INTO t (name) VALUES (:name)"), big)
+        assert trips == ["_run", "_run", "_run", "_run", "commit"], trips
+        async with sessions() as session:
+            assert await session.scalar(text("SELECT count(*) FROM t")) == 4 + 4 + len(big)
+            trips.clear()
+            await session.execute(text("SELECT 1"))  # not writing: a trip, whatever was asked
+            assert trips == ["_run"]
+    finally:
+        await engine.dispose()

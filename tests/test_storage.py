@@ -253,3 +253,44 @@ def test_upgrading_an_sqlite_database_keeps_the_rows_of_rebuilt_tables(tmp_path:
         assert con.execute("SELECT id, message_id, helpful FROM feedback").fetchall() == [(1, 1, 1)]
         assert con.execute("SELECT id, conversation_id FROM messages").fetchall() == [(1, 1)]
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_customers_asking_at_once_share_transactions_and_each_gets_its_own_turn(
+    stub_services: Services,
+) -> None:
+    """Helpdesk.ask through the group commit (as the bot runs it): concurrent customers' turns
+    are committed together, each stored once with its own reply row, in its own conversation."""
+    services = stub_services
+    helpdesk = Helpdesk(services.kb, services.thresholds, writes=services.writes)
+    before = services.writes.stats.transactions
+    customers = 60
+
+    async def asking(n: int, start: asyncio.Event) -> Reply:
+        await start.wait()
+        who = person(n)
+        async with services.sessions() as session:
+            return await helpdesk.ask(
+                session, person=who, chat_id=who.telegram_id, telegram_message_id=1, text=QUESTIONS[n % 3]
+            )
+
+    start = asyncio.Event()
+    tasks = [asyncio.create_task(asking(n, start)) for n in range(customers)]
+    await asyncio.sleep(0)
+    start.set()
+    replies = await asyncio.gather(*tasks)
+    transactions = services.writes.stats.transactions - before
+    assert 0 < transactions < customers / 3, f"{customers} turns took {transactions} transactions"
+    assert len({reply.message_id for reply in replies}) == customers
+    async with services.sessions() as session:
+        rows = {m.id: m for m in await session.scalars(select(Message).where(Message.author == Author.BOT))}
+        for n, reply in enumerate(replies):
+            row = rows[reply.message_id]
+            assert row.chat_id == person(n).telegram_id and row.decision == reply.action.value
+    asked = select(func.count()).select_from(Message).where(Message.author == Author.CUSTOMER)
+    assert await count(services, asked) == customers
+    async with services.sessions() as session:
+        again = await helpdesk.ask(  # the same update handled again: the turn recorded first
+            session, person=person(0), chat_id=person(0).telegram_id, telegram_message_id=1, text=QUESTIONS[0]
+        )
+    assert again.message_id == replies[0].message_id
+    assert await count(services, asked) == customers
