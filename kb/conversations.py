@@ -435,6 +435,10 @@ class Helpdesk:
             self.escalation,
             self.offer_after,
         )
+        if session.in_transaction():
+            # The caller's transaction (on SQLite it holds the write lock, which the group
+            # commit would wait for): the turn is recorded in it, and committed with it.
+            return await _record_turn(session, turn)
         if self.writes is not None:  # committed with the other turns and small writes queued
             return await self.writes.write(RECORD_TURNS, turn)
         async with session.begin():

@@ -294,3 +294,26 @@ async def test_customers_asking_at_once_share_transactions_and_each_gets_its_own
         )
     assert again.message_id == replies[0].message_id
     assert await count(services, asked) == customers
+
+
+async def test_asking_inside_the_callers_own_transaction_records_the_turn_in_it(
+    stub_services: Services,
+) -> None:
+    """A handler that read on its session first (on SQLite its transaction holds the write lock)
+    and then asks: the turn goes into that transaction instead of waiting for the group commit,
+    which would wait for the lock (for the busy timeout, then fail)."""
+    services = stub_services
+    helpdesk = Helpdesk(services.kb, services.thresholds, writes=services.writes)
+    who = person(1)
+    async with services.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Customer)) == 0  # begins it
+        reply = await asyncio.wait_for(
+            helpdesk.ask(
+                session, person=who, chat_id=who.telegram_id, telegram_message_id=1, text=QUESTIONS[0]
+            ),
+            timeout=10,
+        )
+        await session.commit()
+    async with services.sessions() as session:
+        stored = await session.get(Message, reply.message_id)
+        assert stored is not None and stored.author == Author.BOT and stored.chat_id == who.telegram_id
