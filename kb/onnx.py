@@ -22,7 +22,7 @@ versions of torch, sentence-transformers and ONNX Runtime, so any change falls b
 
 **int8 queries** (``kb.int8_queries``, on by default). Beside the graph goes a copy whose MatMul
 weights are quantized to int8 per channel (ONNX Runtime's dynamic quantization, ~2 s once). A
-query runs on it in ~1.3 ms instead of ~3 ms; its vectors are within a cosine of ~0.99 of
+query runs on it in ~1.4 ms instead of ~3 ms; its vectors are within a cosine of ~0.99 of
 torch's, and retrieval measured the same (stackfaq Recall@1 0.957 -> 0.956, covid MRR@10 0.710
 -> 0.707; ``benchmarks/RESULTS.md``). Passages, which go into the index, always run in float32.
 The copy is used only when the probes' vectors stay within :data:`INT8_MIN_COSINE` of torch's;
