@@ -92,6 +92,11 @@ TRANSIENT = (
 MAX_RETRY_PAUSE = 300.0  # seconds: the longest pause between two attempts at an update
 
 
+def retry_pause(first: float, attempt: int) -> float:
+    """The pause after the ``attempt``-th attempt at an update: ``first``, doubling, capped."""
+    return min(first * 2 ** (attempt - 1), MAX_RETRY_PAUSE)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth processing the update again later: Telegram or the database was unreachable."""
     if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError):
@@ -129,7 +134,7 @@ class UpdateScope:
 
     def pause(self) -> float:
         """The pause before the attempt after this one."""
-        return min(self.retry_pause * 2 ** (self.attempt - 1), MAX_RETRY_PAUSE)
+        return retry_pause(self.retry_pause, self.attempt)
 
     async def next_attempt(self) -> None:
         """Make this scope the update's next attempt: what the last one queued is sent (or given
@@ -747,7 +752,7 @@ class Inbox:
             return
         if is_transient(failure) and attempts < self.settings.max_attempts:
             outcome = "retry"
-            pause = min(self.retry_pause * 2 ** (attempts - 1), MAX_RETRY_PAUSE)
+            pause = retry_pause(self.retry_pause, attempts)
             values = {"state": InboxState.PENDING, "next_try_at": now + timedelta(seconds=pause)}
             log.warning("update %s: %s; processing it again in %.0fs", update_id, failure, pause)
         else:

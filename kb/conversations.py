@@ -1,9 +1,9 @@
 """Conversations with customers: who they are, what they asked, what the bot answered.
 
-The services here own their transactions (``async with session.begin()``, or the group
-commit's for a customer's turn and the sent messages' ids when the :class:`Helpdesk` has one) and
-return plain data for the Telegram layer to render; they never talk to Telegram themselves. Tickets (the
-hand-over to people) are in :mod:`kb.tickets`; this module decides when to offer one.
+The services here own their transactions (``async with session.begin()``, or the group commit's
+for a customer's turn and the sent messages' ids when the :class:`Helpdesk` has one) and return
+plain data for the Telegram layer to render; they never talk to Telegram themselves. Tickets
+(the hand-over to people) are in :mod:`kb.tickets`; this module decides when to offer one.
 """
 
 from __future__ import annotations

@@ -176,11 +176,14 @@ class SentenceEncoder:
         """The sentence-transformers model, loaded once at first use after a start without
         torch (:meth:`encode` loads it before it takes :attr:`_lock`: seconds of importing
         torch must not hold up customers' queries on ONNX Runtime)."""
-        if self._torch_model is None:
-            with self._loading:
-                if self._torch_model is None:
-                    log.info("loading %s on torch (for embedding passages)", self.model_id)
-                    self._torch_model = self._load()
+        return self._torch_model if self._torch_model is not None else self._load_torch()
+
+    def _load_torch(self) -> Any:
+        """The sentence-transformers model, loaded now if not yet (once, however many ask)."""
+        with self._loading:
+            if self._torch_model is None:
+                log.info("loading %s on torch (for embedding passages)", self.model_id)
+                self._torch_model = self._load()
         return self._torch_model
 
     def onnx_queries(self) -> OnnxQueries | None:
@@ -207,8 +210,8 @@ class SentenceEncoder:
         prefix = self.prefixes.get(kind, "")
         inputs = [prefix + t for t in texts] if prefix else list(texts)
         on_onnx = self._onnx is not None and (kind == "query" or len(inputs) < SMALL_BATCH)
-        if self._torch_model is None and not on_onnx:
-            self._model  # noqa: B018 (loaded outside the lock)
+        if not on_onnx and self._torch_model is None:
+            self._load_torch()  # outside the lock: queries on ONNX Runtime go on meanwhile
         with self._lock:  # one encode at a time: each uses every core
             if kind == "query" and self._onnx is not None:
                 # Customers' questions, alone or batched (kb.batching), stay on ONNX Runtime: a

@@ -131,11 +131,11 @@ class OnnxQueries:
         if difference > TOLERANCE:
             log.warning("onnx: %s keeps torch: vectors differ from torch's by %.2g", model_id, difference)
             return None
+        probes = model.encode(list(QUICK_PROBES), normalize_embeddings=True, show_progress_bar=False)
         if int8:
-            expected = model.encode(list(QUICK_PROBES), normalize_embeddings=True, show_progress_bar=False)
-            made.use_int8(path, expected, model_id)
+            made.use_int8(path, probes, model_id)
         try:
-            _write_manifest(model, path, model_id, inputs, pooling, prefixes or {})
+            _write_manifest(model, path, model_id, inputs, pooling, prefixes or {}, probes)
         except Exception as exc:  # the next start loads torch as this one did
             log.warning("onnx: no manifest for a start without torch: %s: %s", type(exc).__name__, exc)
         log.info(
@@ -229,16 +229,15 @@ class OnnxQueries:
         passages (the index's vectors) always on float32."""
         alone = query and self.int8
         session = self._query_session if alone else self._session
-        if len(texts) <= (1 if alone else CHUNK) or (workers < 2 and not alone):
+        if alone:  # one pass per question
+            chunks = [[i] for i in range(len(texts))]
+        elif len(texts) <= CHUNK or workers < 2:
             return self._run(self._feeds(texts), session)
-        if alone:
-            order = list(range(len(texts)))
-            chunks = [[i] for i in order]
         else:
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             chunks = [order[start : start + CHUNK] for start in range(0, len(order), CHUNK)]
         feeds = [self._feeds([texts[i] for i in chunk]) for chunk in chunks]
-        if workers < 2 or len(texts) <= CHUNK:
+        if len(texts) <= CHUNK or workers < 2:
             parts = [self._run(one, session) for one in feeds]
         else:
             if self._pool is None:
@@ -253,8 +252,8 @@ class OnnxQueries:
         features = self._tokenize(texts)  # in the caller's thread: a tokenizer is not shared
         return {name: features[name].astype(np.int64) for name in self._inputs}
 
-    def _run(self, feeds: dict[str, np.ndarray], session: Any = None) -> np.ndarray:
-        (hidden,) = (session or self._session).run(None, feeds)
+    def _run(self, feeds: dict[str, np.ndarray], session: Any) -> np.ndarray:
+        (hidden,) = session.run(None, feeds)
         if self._pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -391,12 +390,13 @@ def _write_manifest(
     inputs: tuple[str, ...],
     pooling: str,
     prefixes: dict[str, str],
+    probes: np.ndarray,
 ) -> None:
+    """``probes``: torch's vectors of :data:`QUICK_PROBES`."""
     folder = Path(str(getattr(model[0].auto_model.config, "name_or_path", "") or "."))
     if not folder.is_dir() or not (folder / "tokenizer.json").is_file():
         return  # a model without a folder of its own (or a slow tokenizer): starts with torch
     transformer = model[0]
-    probes = model.encode(list(QUICK_PROBES), normalize_embeddings=True, show_progress_bar=False)
     manifest = {
         "graph": graph.name,
         "pooling": pooling,

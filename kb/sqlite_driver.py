@@ -89,10 +89,7 @@ class Cursor:
         if sql == BEGIN_WRITE:
             await connection._wait_for_write()
         try:
-            if connection._may_run_inline(sql):
-                outcome = connection._inline(sql, parameters, many=False)
-            else:
-                outcome = await connection._execute(_run, connection._conn, sql, parameters, many=False)
+            outcome = await connection._statement(sql, parameters, many=False)
         except BaseException:
             if sql == BEGIN_WRITE:
                 connection._done_writing()
@@ -101,14 +98,8 @@ class Cursor:
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
-        connection = self._connection
-        if not isinstance(parameters, Sequence):
-            parameters = list(parameters)
-        if len(parameters) <= INLINE_ROWS and connection._may_run_inline(sql):
-            outcome = connection._inline(sql, parameters, many=True)
-        else:
-            outcome = await connection._execute(_run, connection._conn, sql, parameters, many=True)
-        self._take(outcome)
+        rows = parameters if isinstance(parameters, Sequence) else list(parameters)
+        self._take(await self._connection._statement(sql, rows, many=True))
         return self
 
     def _take(self, outcome: tuple[Any, int, int | None, list[Any]]) -> None:
@@ -160,6 +151,14 @@ class Connection(aiosqlite.Connection):
     inline = False  # run statements inline while writing (kb.db.inline_statements)
     _inline_since = 0.0  # when the current run of inline statements began (0: none)
 
+    async def _statement(
+        self, sql: str, parameters: Any, *, many: bool
+    ) -> tuple[Any, int, int | None, list[Any]]:
+        """Run one statement: inline when :meth:`_may_run_inline`, else one trip to the thread."""
+        if (not many or len(parameters) <= INLINE_ROWS) and self._may_run_inline(sql):
+            return _run(self._conn, sql, parameters, many=many)
+        return await self._execute(_run, self._conn, sql, parameters, many=many)
+
     def _may_run_inline(self, sql: str) -> bool:
         """Inline, this statement? Only for a caller that asked, while it holds the write lock,
         and not past :data:`INLINE_SLICE_S` of inline statements in a row (then this one makes
@@ -174,9 +173,6 @@ class Connection(aiosqlite.Connection):
             self._inline_since = 0.0
             return False
         return True
-
-    def _inline(self, sql: str, parameters: Any, *, many: bool) -> tuple[Any, int, int | None, list[Any]]:
-        return _run(self._conn, sql, parameters, many=many)
 
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)

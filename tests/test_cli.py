@@ -89,14 +89,15 @@ def test_ask_shows_the_decision_and_the_hits() -> None:
     assert answer["hits"][0]["title"] == "How do I reset my password?"
     assert answer["hits"][0]["score"] >= answer["hits"][1]["score"]
     # The defaults (kb.onnx_queries, kb.int8_queries): queries on the int8 copy of the export.
-    assert [p.name.endswith(".int8.onnx") for p in Path("var/index/onnx").glob("*.onnx")].count(True) == 1
+    assert len(list(Path("var/index/onnx").glob("*.int8.onnx"))) == 1
     with_float = runner.invoke(
         app, ["ask", "--json", "I lost my password, what now?"], env={"HELPDESK_KB__INT8_QUERIES": "false"}
     )
     assert with_float.exit_code == 0, with_float.output
     float_hits = json.loads(with_float.stdout)["hits"]
     assert [h["title"] for h in float_hits[:3]] == [h["title"] for h in answer["hits"][:3]]
-    assert float_hits[0]["score"] != answer["hits"][0]["score"], "the second run is float32, the first int8"
+    scores = [(f["score"], i["score"]) for f, i in zip(float_hits[:3], answer["hits"][:3], strict=True)]
+    assert any(f != i for f, i in scores), f"the second run is float32, the first int8: {scores}"
 
 
 async def _rebuild_with_stub() -> None:
