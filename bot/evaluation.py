@@ -25,7 +25,10 @@ async def throwaway_kb(
                 "database": settings.database.model_copy(
                     update={"url": f"sqlite+aiosqlite:///{tmp}/eval.db"}
                 ),
-                "kb": settings.kb.model_copy(update={"index_dir": Path(tmp) / "index"}),
+                # The ONNX exports stay where the settings keep them: made once, not per run.
+                "kb": settings.kb.model_copy(
+                    update={"index_dir": Path(tmp) / "index", "onnx_dir": settings.kb.onnx_cache}
+                ),
             }
         )
         async with open_services(scratch, encoder=encoder, sync=False) as services:

@@ -58,8 +58,9 @@ async def open_services(
             settings.kb.model,
             settings.kb.multilingual_model,
             languages=settings.kb.model_languages,
-            onnx_cache=settings.kb.index_dir / "onnx" if settings.kb.onnx_queries else None,
+            onnx_cache=settings.kb.onnx_cache if settings.kb.onnx_queries else None,
             int8_queries=settings.kb.int8_queries,
+            rerank_model=settings.kb.rerank_model,
         )
         knowledge = KnowledgeBase(
             encoder,
@@ -71,6 +72,7 @@ async def open_services(
                 hnsw_above=settings.kb.hnsw_above, ef_search=settings.kb.hnsw_ef_search
             ),
             query_cache=settings.kb.query_cache_size,
+            rerank_max_batch=settings.kb.rerank_max_batch,
         )
         services = Services(settings, engine, sessions, encoder, knowledge, db.GroupCommit(sessions))
         if sync:

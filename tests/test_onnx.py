@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from kb.encoder import SentenceEncoder
-from kb.onnx import INT8_SUFFIX, OnnxQueries
+from kb.onnx import INT8_SUFFIX, OnnxQueries, _kept_float
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
@@ -233,3 +233,25 @@ def test_an_int8_copy_that_strays_from_torch_is_not_used(
     assert "queries stay on float32: int8 vectors reach only cosine" in caplog.text
     with_torch = encoder._encode_with(encoder._model, QUERIES)
     assert np.abs(made.encode(QUERIES, query=True) - with_torch).max() < 1e-5
+    # Each plan was tried (every MatMul; the later feed-forward outputs kept float32; all of
+    # them), refused, deleted and noted, so the next start quantizes nothing again.
+    assert sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("*.refused")) == [
+        "int8-ffn.onnx.refused",
+        "int8-late.onnx.refused",
+        "int8.onnx.refused",
+    ]
+    assert not list(tmp_path.glob("*.int8*.onnx"))
+    again = OnnxQueries.build(encoder._model, tmp_path, "m", int8=True)
+    assert again is not None and not again.int8 and not list(tmp_path.glob("*.int8*.onnx"))
+
+
+def test_the_int8_plans_keep_the_later_feed_forward_outputs_float32(
+    encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    made = OnnxQueries.build(encoder._model, tmp_path, "m")
+    assert made is not None
+    (graph,) = (p for p in tmp_path.glob("*.onnx") if ".int8" not in p.name)
+    late, every = _kept_float(graph, "late"), _kept_float(graph, "ffn-out")
+    assert _kept_float(graph, "all") == []
+    assert len(every) == 6 and all("/output/dense/MatMul" in n and "attention" not in n for n in every)
+    assert sorted(late) == sorted(n for n in every if any(f"layer.{i}/" in n for i in (3, 4, 5)))
