@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,7 @@ INT8_MIN_COSINE = 0.98  # int8 queries: each probe's cosine to torch's vector (m
 INT8_SUFFIX = ".int8.onnx"  # the int8 copy of ``<graph>.onnx``
 # The int8 copies tried, in order, with their file suffixes (see OnnxQueries.use_int8).
 INT8_PLANS = {"all": INT8_SUFFIX, "late": ".int8-late.onnx", "ffn-out": ".int8-ffn.onnx"}
+_EXPORTING = threading.Lock()  # see _export
 _FFN_OUTPUT = re.compile(r"layer\.(\d+)/output/dense/MatMul")
 
 
@@ -541,7 +543,10 @@ def _export(model: Any, inputs: tuple[str, ...], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def export(temporary: Path) -> None:
-        with warnings.catch_warnings(), torch.inference_mode():
+        # One export at a time in a process: torch's exporter keeps its state in globals, and
+        # two models exporting at a first start (the KB's and the re-ranker's, each on its own
+        # thread) broke one of them ("GLOBALS.in_onnx_export must be False").
+        with _EXPORTING, warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 Hidden().eval(),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,18 @@ def test_the_int8_plans_keep_the_later_feed_forward_outputs_float32(
     assert _kept_float(graph, "all") == []
     assert len(every) == 6 and all("/output/dense/MatMul" in n and "attention" not in n for n in every)
     assert sorted(late) == sorted(n for n in every if any(f"layer.{i}/" in n for i in (3, 4, 5)))
+
+
+def test_two_models_exporting_at_once_both_get_their_graphs(encoder: SentenceEncoder, tmp_path: Path) -> None:
+    """A first start exports the KB's model and the re-ranker's on two threads; torch's exporter
+    keeps its state in globals, so one export at a time (else: "in_onnx_export must be False")."""
+    with ThreadPoolExecutor(2) as pool:
+        made = list(
+            pool.map(
+                lambda folder: OnnxQueries.build(encoder._model, folder, "m"),
+                [tmp_path / "a", tmp_path / "b"],
+            )
+        )
+    assert all(m is not None for m in made)
+    for m in made:
+        assert np.abs(m.encode(QUERIES) - encoder._encode_with(encoder._model, QUERIES)).max() < 1e-5
