@@ -94,8 +94,18 @@ class OnnxQueries:
     """A sentence-transformers model's transformer as an ONNX Runtime session, with the model's
     own tokenisation and pooling; ``encode`` returns L2-normalised float32 rows."""
 
-    def __init__(self, session: Any, tokenize: Tokenize, inputs: tuple[str, ...], pooling: str) -> None:
-        self._session = session
+    def __init__(
+        self,
+        session: Any | None,
+        tokenize: Tokenize,
+        inputs: tuple[str, ...],
+        pooling: str,
+        graph: Path | None = None,
+    ) -> None:
+        """``session``: the float32 graph's; None: loaded from ``graph`` when first needed."""
+        self._float_session = session
+        self._graph = graph
+        self._loading = threading.Lock()
         self._query_session = session  # the int8 copy when one is in use (:meth:`use_int8`)
         self.int8 = False
         self._tokenize = tokenize  # the model's own max length and casing
@@ -138,8 +148,8 @@ class OnnxQueries:
             log.warning("onnx: %s keeps torch: vectors differ from torch's by %.2g", model_id, difference)
             return None
         probes = model.encode(list(QUICK_PROBES), normalize_embeddings=True, show_progress_bar=False)
-        if int8:
-            made.use_int8(path, probes, model_id)
+        if int8 and made.use_int8(path, probes, model_id):
+            made._graph, made._float_session = path, None  # loaded again when passages come
         try:
             _write_manifest(model, path, model_id, inputs, pooling, prefixes or {}, probes)
         except Exception as exc:  # the next start loads torch as this one did
@@ -174,11 +184,15 @@ class OnnxQueries:
             tokenizer = Tokenizer.from_file(str(tokenizer_file))
             tokenizer.enable_truncation(max_length=manifest.max_seq_length)
             tokenizer.enable_padding()  # to the longest text of a batch, with the model's pad token
-            session = _load_session(onnxruntime, cache / manifest.graph)
-            made = cls(
-                session, _fast_tokenize(tokenizer, manifest.do_lower_case), manifest.inputs, manifest.pooling
-            )
+            graph = cache / manifest.graph
+            tokenize = _fast_tokenize(tokenizer, manifest.do_lower_case)
             expected = np.asarray(manifest.probes, dtype=np.float32)
+            if int8:  # queries on the int8 copy: the float32 graph waits for passages
+                lazy = cls(None, tokenize, manifest.inputs, manifest.pooling, graph=graph)
+                if lazy.use_int8(graph, expected, model_id):
+                    log.info("onnx: %s queries on int8 from %s, torch not loaded", model_id, manifest.graph)
+                    return lazy, manifest
+            made = cls(_load_session(onnxruntime, graph), tokenize, manifest.inputs, manifest.pooling)
             alone = np.vstack([made.encode([text]) for text in QUICK_PROBES])
             together = made.encode(list(QUICK_PROBES))  # padded to the longest
             difference = float(max(np.abs(alone - expected).max(), np.abs(together - expected).max()))
@@ -190,15 +204,22 @@ class OnnxQueries:
                 "onnx: %s: no start without torch: vectors differ from torch's by %.2g", model_id, difference
             )
             return None
-        if int8:
-            made.use_int8(cache / manifest.graph, expected, model_id)
-        log.info(
-            "onnx: %s queries on ONNX Runtime from %s%s, torch not loaded",
-            model_id,
-            manifest.graph,
-            " (int8 queries)" if made.int8 else "",
-        )
+        log.info("onnx: %s queries on ONNX Runtime from %s, torch not loaded", model_id, manifest.graph)
         return made, manifest
+
+    @property
+    def _session(self) -> Any:
+        """The float32 graph's session. After a start on the int8 copy it is loaded only when a
+        few passages come to be embedded (kb.encoder.SMALL_BATCH): for all-mpnet-base-v2 that is
+        ~440 MB a bot answering questions never holds."""
+        if self._float_session is None:
+            with self._loading:
+                if self._float_session is None:
+                    import onnxruntime
+
+                    assert self._graph is not None
+                    self._float_session = _load_session(onnxruntime, self._graph)
+        return self._float_session
 
     def use_int8(self, graph: Path, expected: np.ndarray, model_id: str) -> bool:
         """Run queries on an int8 copy of ``graph`` (made once, beside it) when the vectors it
