@@ -37,7 +37,7 @@ HNSW_M = 48  # graph neighbours per vector (32 lost a cluster of near-duplicates
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 128  # candidates explored per query (at least the k asked for)
 
-IndexKind = Literal["flat", "hnsw"]
+IndexKind = Literal["flat", "hnsw", "half"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,11 @@ class IndexOptions:
     m: int = HNSW_M
     ef_construction: int = HNSW_EF_CONSTRUCTION
 
+    half: bool = False  # an exact index of float16 vectors, never HNSW (the re-ranker's: kb.search)
+
     def kind_for(self, count: int) -> IndexKind:
+        if self.half:
+            return "half"
         return "hnsw" if count > self.hnsw_above else "flat"
 
 
@@ -351,6 +355,10 @@ class VectorIndex:
         )
 
     def _empty(self, kind: IndexKind) -> faiss.Index:
+        if kind == "half":  # scores within ~1e-3 of float32's, in half the memory
+            return faiss.IndexScalarQuantizer(
+                self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
         if kind == "flat":
             return faiss.IndexFlatIP(self.dim)
         index = faiss.IndexHNSWFlat(self.dim, self.options.m, faiss.METRIC_INNER_PRODUCT)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -254,9 +253,11 @@ class KnowledgeBase:
 
     def _options(self, position: int) -> IndexOptions:
         """How the ``position``-th model's index is built: the reranker's is only read for a few
-        articles' vectors, never searched, so it is always flat (no HNSW graph to build)."""
+        articles' vectors, never searched, so it is exact (no HNSW graph to build) and holds
+        float16 vectors: all-mpnet-base-v2's 768 dimensions for 100,000 questions are 150 MB
+        instead of 300 (its scores move by ~1e-3)."""
         if self.roles[position] == "rerank":
-            return replace(self.index_options, hnsw_above=sys.maxsize)
+            return replace(self.index_options, half=True)
         return self.index_options
 
     def _load_cached(

@@ -176,3 +176,23 @@ def test_shared_vectors_are_stored_once_and_each_row_is_found(tmp_path: Path) ->
     loaded.remove(list(range(601, 1001)))
     assert (len(loaded), loaded.distinct, loaded.kind) == (600, 600, "hnsw")
     assert loaded.search_batch(boilerplate, k=5)[0][0][0].embedding_id <= 600
+
+
+def test_a_half_precision_index_scores_articles_close_to_float32_and_survives_a_save(tmp_path: Path) -> None:
+    """The re-ranker's index (kb.search): exact, float16, read by article rather than searched."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((60, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [Row(i + 1, i + 1, i // 3, "en", "question") for i in range(60)]  # 3 vectors an article
+    half = VectorIndex.build(
+        model_id="m", dim=32, vectors=vectors, rows=rows, revision=1, options=IndexOptions(half=True)
+    )
+    assert half.kind == "half"
+    half.save(tmp_path / "index")
+    loaded = VectorIndex.load(tmp_path / "index", model_id="m", dim=32, options=IndexOptions(half=True))
+    query = vectors[7]
+    (scored,) = loaded.score_articles(query[None, :], [[2, 5, 99]])  # 99: not in the index
+    assert sorted(row.embedding_id for row, _ in scored) == [7, 8, 9, 16, 17, 18]
+    for row, score in scored:
+        assert abs(score - float(vectors[row.embedding_id - 1] @ query)) < 2e-3
+    assert dict((r.embedding_id, s) for r, s in scored)[8] == pytest.approx(1.0, abs=2e-3)
