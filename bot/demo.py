@@ -123,7 +123,7 @@ async def play(sandbox: BotAPISandbox) -> tuple[int, SentMessage]:
     await script.say("How do I reset my password?")
     paraphrase = await script.say("i forgot my pwd and can't log in anymore")
     await script.press(paraphrase, label="👍 Helped")
-    suggestions = await script.say("change my login details")
+    suggestions = await script.say("I want to change my account")
     await script.press(suggestions, index=0)
     await script.sticker()
     unknown = await script.say("Can you recommend a good pizza place near your office?")

@@ -16,6 +16,7 @@ async def test_the_demo_shows_the_hand_over(settings: Settings, encoder: TextEnc
     await run_demo(settings, Console(file=out, width=200, color_system=None), encoder=encoder)
     shown = out.getvalue()
     chat, forum = shown.split("The agents' forum", 1)
+    assert "Did you mean one of these?" in chat  # the middle band, shown once
     assert "[pressed «🙋 Ask a person»]" in chat and "request #1" in chat
     assert "Bot: Hi Alex, Maria here." in chat  # the agent's reply reached the customer
     assert "marked request #1 as resolved" in chat and "[pressed «5 ⭐»]" in chat
