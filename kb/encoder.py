@@ -466,15 +466,10 @@ def make_kb_encoder(
     ``multilingual_model`` for queries outside ``languages`` (empty: no routing) and re-ranked
     with ``rerank_model`` (empty: none). A model named twice is used once."""
     first = make_encoder(model, onnx_cache=onnx_cache, int8_queries=int8_queries)
-    seen = {first.model_id}
-    others: list[TextEncoder | None] = []
-    for spec in (multilingual_model, rerank_model):
-        if not spec.strip() or model_id_of(spec) in seen:
-            others.append(None)
-            continue
-        others.append(make_encoder(spec, onnx_cache=onnx_cache, int8_queries=int8_queries))
-        seen.add(model_id_of(spec))
-    multilingual, reranker = others
+    multilingual, reranker = (
+        make_encoder(spec, onnx_cache=onnx_cache, int8_queries=int8_queries) if spec else None
+        for spec in _other_models(model, multilingual_model, rerank_model)
+    )
     if multilingual is None and reranker is None:
         return first
     return RoutedEncoder(first, multilingual, languages=languages, reranker=reranker)
@@ -495,8 +490,19 @@ def deferred_model_ids(
     model: str = "", multilingual_model: str = "", rerank_model: str = ""
 ) -> tuple[str, ...]:
     """The ids of the models :func:`make_kb_encoder` would leave to the backlog (``kb.backlog``)."""
-    seen = [model_id_of(model)]
+    others = _other_models(model, multilingual_model, rerank_model)
+    return tuple(model_id_of(spec) for spec in others if spec)
+
+
+def _other_models(model: str, multilingual_model: str, rerank_model: str) -> tuple[str, str]:
+    """The multilingual and rerank settings, each emptied when it is off or names a model
+    already used (a model named twice is used once)."""
+    seen = {model_id_of(model)}
+    kept = []
     for spec in (multilingual_model, rerank_model):
         if spec.strip() and model_id_of(spec) not in seen:
-            seen.append(model_id_of(spec))
-    return tuple(seen[1:])
+            seen.add(model_id_of(spec))
+            kept.append(spec)
+        else:
+            kept.append("")
+    return kept[0], kept[1]

@@ -280,15 +280,16 @@ class OnnxQueries:
         passages (the index's vectors) always on float32."""
         alone = query and self.int8
         session = self._query_session if alone else self._session
+        side_by_side = workers > 1 and len(texts) > CHUNK
         if alone:  # one pass per question
             chunks = [[i] for i in range(len(texts))]
-        elif len(texts) <= CHUNK or workers < 2:
+        elif not side_by_side:
             return self._run(self._feeds(texts), session)
         else:
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             chunks = [order[start : start + CHUNK] for start in range(0, len(order), CHUNK)]
         feeds = [self._feeds([texts[i] for i in chunk]) for chunk in chunks]
-        if len(texts) <= CHUNK or workers < 2:
+        if not side_by_side:
             parts = [self._run(one, session) for one in feeds]
         else:
             if self._pool is None:

@@ -134,6 +134,8 @@ class KnowledgeBase:
         self.default_language = default_language
         self.lexical_weight = lexical_weight
         self._route = getattr(encoder, "route", None)
+        self._reranks = getattr(encoder, "reranks", None)  # a RoutedEncoder with a reranker
+        self._second_pool: ThreadPoolExecutor | None = None  # its models encode side by side
         self._snapshot = _Snapshot(
             tuple(
                 VectorIndex(model_id=m.model_id, dim=m.dim, options=self._options(position))
@@ -387,9 +389,9 @@ class KnowledgeBase:
         fallbacks = languages if languages is not None else [language] * len(texts)
         preferred = [d or fallback for d, fallback in zip(detected, fallbacks, strict=True)]
         rerank: list[int] = []
-        if "rerank" in self.roles and len(texts) <= self.rerank_max_batch:
+        if self._reranks is not None and len(texts) <= self.rerank_max_batch:
             # By the language the message is written in, else the customer's (Telegram's).
-            rerank = [i for i, lang in enumerate(preferred) if self.encoder.reranks(lang)]  # type: ignore[attr-defined]
+            rerank = [i for i, lang in enumerate(preferred) if self._reranks(lang)]
         return self.rank(texts, vectors, k=k, languages=preferred, rerank=rerank)
 
     def _second_vectors(
@@ -405,7 +407,10 @@ class KnowledgeBase:
             work.append((have, missing, cache))
         pending = [(have, missing, cache) for have, missing, cache in work if missing]
         if len(pending) > 1:
-            futures = [_second_pool().submit(cache.encode, [texts[i] for i in m]) for _, m, cache in pending]
+            if self._second_pool is None:
+                self._second_pool = ThreadPoolExecutor(2, thread_name_prefix="rerank")
+            pool = self._second_pool
+            futures = [pool.submit(cache.encode, [texts[i] for i in m]) for _, m, cache in pending]
             encoded_now = [future.result() for future in futures]
         else:
             encoded_now = [cache.encode([texts[i] for i in m]) for _, m, cache in pending]
@@ -588,17 +593,6 @@ def _sure(fused: list[tuple[float, int, str]]) -> bool:
     top = fused[0][0]
     runner_up = fused[1][0] if len(fused) > 1 else 0.0
     return top >= RERANK_SURE_SCORE and top - runner_up >= RERANK_SURE_MARGIN
-
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _second_pool() -> ThreadPoolExecutor:
-    """The threads the second stage's models encode a query on side by side."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(2, thread_name_prefix="rerank")
-    return _POOL
 
 
 def _consume_failure(task: asyncio.Future[list[Hit]]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bot.config import Settings, load_settings
-from bot.evaluation import throwaway_kb
+from bot.evaluation import reranking_any_batch, throwaway_kb
 from bot.runtime import Services, open_services
 from ingest.pipeline import IngestOptions, ingest_paths
 from kb.encoder import RoutedEncoder, members
@@ -118,10 +118,12 @@ async def test_a_sure_first_stage_a_big_batch_and_other_languages_skip_the_secon
     many = kb.kb.search_sync([f"how do I get money back {i}" for i in range(9)], k=4, language="en")
     assert len(many) == 9
     assert trio.reranker.queries == 0
+    kb.kb.search_sync(["how do I get money back 0"], k=4, language="en")  # alone, it is re-ranked
+    assert trio.reranker.queries == 1
     # A Czech question goes to the multilingual model and is not re-ranked.
     before = trio.multilingual.queries
     kb.kb.search_sync(["Jak dlouho trvá doručení zásilky?"], k=4)
-    assert trio.reranker.queries == 0 and trio.multilingual.queries == before + 1
+    assert trio.reranker.queries == 1 and trio.multilingual.queries == before + 1
 
 
 async def test_an_article_the_reranker_has_not_embedded_yet_sits_it_out(
@@ -166,10 +168,9 @@ def test_the_reranker_has_an_index_folder_of_its_own(tmp_path: Path, trio: Route
 async def test_the_default_encoders_meet_the_ranking_goals(tmp_path: Path) -> None:
     covid, stackfaq = shared_path("eval", "covid-faq-stanford"), shared_path("eval", "stackfaq")
     settings: Settings = load_settings()
+    settings = reranking_any_batch(settings)
     settings = settings.model_copy(
-        update={
-            "kb": settings.kb.model_copy(update={"index_dir": tmp_path / "index", "rerank_max_batch": 10**6})
-        }
+        update={"kb": settings.kb.model_copy(update={"index_dir": tmp_path / "index"})}
     )
     async with throwaway_kb(settings, covid / "faqs.jsonl") as services:
         assert services.kb.roles == ("primary", "multilingual", "rerank")
