@@ -90,7 +90,7 @@ def test_ask_shows_the_decision_and_the_hits() -> None:
     assert answer["hits"][0]["title"] == "How do I reset my password?"
     assert answer["hits"][0]["score"] >= answer["hits"][1]["score"]
     # The defaults (kb.onnx_queries, kb.int8_queries): queries on the int8 copy of the export.
-    assert len(list(load_settings().kb.onnx_cache.glob("*MiniLM*.int8.onnx"))) == 1
+    assert len(list(load_settings().kb.onnx_cache.glob("*MiniLM*.int8e.onnx"))) == 1
     with_float = runner.invoke(
         app, ["ask", "--json", "I lost my password, what now?"], env={"HELPDESK_KB__INT8_QUERIES": "false"}
     )

@@ -237,9 +237,9 @@ def test_an_int8_copy_that_strays_from_torch_is_not_used(
     # Each plan was tried (every MatMul; the later feed-forward outputs kept float32; all of
     # them), refused, deleted and noted, so the next start quantizes nothing again.
     assert sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("*.refused")) == [
-        "int8-ffn.onnx.refused",
-        "int8-late.onnx.refused",
-        "int8.onnx.refused",
+        "int8e-ffn.onnx.refused",
+        "int8e-late.onnx.refused",
+        "int8e.onnx.refused",
     ]
     assert not list(tmp_path.glob("*.int8*.onnx"))
     again = OnnxQueries.build(encoder._model, tmp_path, "m", int8=True)
