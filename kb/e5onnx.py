@@ -201,9 +201,7 @@ class E5OnnxEncoder:
         try:
             with _BUILDING:
                 if not graph.exists():
-                    log.info("e5: writing %s from %s", graph.name, source)
-                    graph.parent.mkdir(parents=True, exist_ok=True)
-                    replace_atomically(graph, lambda temporary: _write_graph(self._weights, temporary))
+                    self._write_graph()
                 self._session = self._choose(onnxruntime, graph)
         except Exception as exc:  # a graph ONNX Runtime cannot build is a model that cannot load
             raise ModelLoadError(self.model_id, f"{graph}: {type(exc).__name__}: {exc}") from exc
@@ -230,9 +228,9 @@ class E5OnnxEncoder:
             except Exception as exc:
                 log.warning("e5: %s is unreadable (%s); quantizing it again", copy, exc)
                 copy.unlink()
+        expected = self._run_all(PROBES, "query", self._float_session())  # a damaged graph: written again
         session = _open(onnxruntime, copy, lambda: _quantize(graph, copy), "quantizing")
         got = self._run_all(PROBES, "query", session)
-        expected = self._run_all(PROBES, "query", self._float_session())
         reached = float((got * expected).sum(axis=1).min())
         if reached >= INT8_MIN_COSINE:
             replace_atomically(accepted, lambda temporary: temporary.write_text(f"{reached:.3f}"))
@@ -252,10 +250,15 @@ class E5OnnxEncoder:
                 if self._float is None:
                     import onnxruntime
 
-                    from kb.onnx import _load_session
+                    from kb.onnx import _open
 
-                    self._float = _load_session(onnxruntime, self._graph)
+                    self._float = _open(onnxruntime, self._graph, self._write_graph, "writing")
         return self._float
+
+    def _write_graph(self) -> None:
+        log.info("e5: writing %s from %s", self._graph.name, self._weights.path)
+        self._graph.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(self._graph, lambda temporary: _write_graph(self._weights, temporary))
 
     @staticmethod
     def prefix(kind: str) -> str:

@@ -81,10 +81,10 @@ def test_a_refused_copy_runs_float32(built: tuple[E5OnnxEncoder, Path], tmp_path
     assert float(query[0] @ model.encode([TEXTS[1]], kind="query")[0]) > 0.98  # int8 queries: close
 
 
-def test_a_damaged_copy_is_made_again(
+def test_a_damaged_copy_or_graph_is_made_again(
     built: tuple[E5OnnxEncoder, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, cache = built
+    model, cache = built
     for path in cache.glob("multilingual-e5-small-*"):
         shutil.copy(path, tmp_path / path.name)
     (copy,) = tmp_path.glob("*.int8.onnx")
@@ -93,6 +93,17 @@ def test_a_damaged_copy_is_made_again(
         mended = E5OnnxEncoder(cache=tmp_path)
     assert "unreadable" in caplog.text and mended.precision.startswith("int8")
     assert copy.stat().st_size > 10_000_000
+    # The float32 graph damaged too (the int8 copy accepted before): the first passages write
+    # it again from the weights, and its vectors are the ones it gave before.
+    (graph,) = tmp_path.glob("*-????????????????.onnx")
+    graph.write_bytes(b"not a graph either")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kb.onnx"):
+        again = E5OnnxEncoder(cache=tmp_path)
+        assert again._float is None and again.precision.startswith("int8")
+        passages = again.encode(TEXTS[:3], kind="passage")
+    assert "unreadable" in caplog.text and graph.stat().st_size > 50_000_000
+    assert np.allclose(passages, model.encode(TEXTS[:3], kind="passage"), atol=1e-5)
 
 
 def test_a_file_that_is_not_the_model_fails_clearly(tmp_path: Path) -> None:
