@@ -171,8 +171,15 @@ class E5OnnxEncoder:
     score_scale = (5.3, -4.07)
 
     def __init__(
-        self, *, cache: Path | None = None, weights: Path | None = None, workers: int | None = None
+        self,
+        *,
+        cache: Path | None = None,
+        weights: Path | None = None,
+        workers: int | None = None,
+        int8: bool = True,
     ) -> None:
+        """``int8``: queries on the int8 copy when its probes pass (``kb.int8_queries``); False:
+        float32 queries, the vectors passages get."""
         from kb.encoder import default_workers
 
         source = weights or package_file()
@@ -202,7 +209,10 @@ class E5OnnxEncoder:
             with _BUILDING:
                 if not graph.exists():
                     self._write_graph()
-                self._session = self._choose(onnxruntime, graph)
+                if int8:
+                    self._session = self._choose(onnxruntime, graph)
+                else:
+                    self._session, self.precision = self._float_session(), "float32"
         except Exception as exc:  # a graph ONNX Runtime cannot build is a model that cannot load
             raise ModelLoadError(self.model_id, f"{graph}: {type(exc).__name__}: {exc}") from exc
         self.workers = default_workers() if workers is None else workers

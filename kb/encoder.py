@@ -99,7 +99,7 @@ def make_encoder(
     if spec.lower() in E5_ONNX_NAMES:
         from kb.e5onnx import E5OnnxEncoder
 
-        return E5OnnxEncoder(cache=onnx_cache)
+        return E5OnnxEncoder(cache=onnx_cache, int8=int8_queries)
     bundle = bundles.find(spec)
     if bundle is not None:
         return SentenceEncoder(

@@ -78,6 +78,8 @@ def test_a_refused_copy_runs_float32(built: tuple[E5OnnxEncoder, Path], tmp_path
     assert refused.precision == "float32"
     query = refused.encode([TEXTS[1]], kind="query")
     assert refused._session is refused._float_session()  # queries on the float32 graph
+    asked = E5OnnxEncoder(cache=tmp_path, int8=False)  # kb.int8_queries = false: the same
+    assert asked.precision == "float32" and np.allclose(asked.encode([TEXTS[1]], kind="query"), query)
     assert float(query[0] @ model.encode([TEXTS[1]], kind="query")[0]) > 0.98  # int8 queries: close
 
 
