@@ -8,7 +8,7 @@ few ms. Nothing is downloaded: this module reads that file, rebuilds the tokeniz
 ``tokenizers`` library (the engine's own rules: its normalisation table, runs of spaces made one,
 the metaspace, the unigram pieces) and writes the encoder as an ONNX graph of the 4-bit weights
 made float32, once, into a cache folder; then an int8 copy, used when its vectors of
-:data:`PROBES` stay within :data:`INT8_MIN_COSINE` of the float32 graph's.
+:data:`PROBES` stay within a cosine of 0.98 of the float32 graph's (:func:`kb.onnx.pick_int8`).
 
 The word embeddings stay outside the graph, 4-bit in the package's file (mapped, not read:
 250,037 rows of which a question touches a dozen); a row is made float32 when a token needs it.
@@ -49,7 +49,6 @@ PROBES = (
     "a",
     " ".join(["A customer's long story, longer than the model reads at once"] * 60),
 )
-INT8_MIN_COSINE = 0.98
 CHUNK = 16  # texts per pass in a long call
 _METASPACE = "\u2581"
 _SPACES = re.compile(" {2,}")
@@ -185,7 +184,7 @@ class E5OnnxEncoder:
         source = weights or package_file()
         try:
             self._weights = E5Weights(source)
-            import onnxruntime
+            import onnxruntime  # noqa: F401  (missing: a clear ModelLoadError here, not at a first query)
         except (OSError, ValueError, ImportError, struct.error) as exc:
             raise ModelLoadError(self.model_id, f"{source}: {exc}") from exc
         header = self._weights.header
@@ -210,7 +209,7 @@ class E5OnnxEncoder:
                 if not graph.exists():
                     self._write_graph()
                 if int8:
-                    self._session = self._choose(onnxruntime, graph)
+                    self._session = self._choose(graph)
                 else:
                     self._session, self.precision = self._float_session(), "float32"
         except Exception as exc:  # a graph ONNX Runtime cannot build is a model that cannot load
@@ -219,38 +218,40 @@ class E5OnnxEncoder:
         self._pool: ThreadPoolExecutor | None = None
         log.info("loaded embedding model %s (dimension %d, %s)", self.model_id, self.dim, self.precision)
 
-    def _choose(self, onnxruntime: Any, graph: Path) -> Any:
-        """The int8 copy's session when its probes keep the float32 graph's vectors, else the
-        float32 graph's. The verdict is kept beside the copy (``.accepted`` / ``.refused``, with
-        the cosine), so later starts neither check again nor hold the float32 graph for it."""
-        from kb.onnx import _load_session, _open, _quantize
+    def _choose(self, graph: Path) -> Any:
+        """The session of an int8 copy (:func:`kb.onnx.pick_int8`) when one keeps the float32
+        graph's vectors of :data:`PROBES`, else the float32 graph's. Those vectors are kept
+        beside the graph (``.probes.npy``), so a start checks the copy without loading the
+        float32 graph, as a sentence-transformers model's start does with its manifest."""
+        from kb.onnx import pick_int8
 
-        copy = graph.with_name(graph.name.removesuffix(".onnx") + ".int8.onnx")
-        accepted, refused = (copy.with_name(copy.name + verdict) for verdict in (".accepted", ".refused"))
-        self.precision = "float32"
-        if refused.exists():
+        session = pick_int8(
+            graph, lambda s: self._run_all(PROBES, "query", s), self._expected(graph), self.model_id
+        )
+        if session is None:
+            self.precision = "float32"
             return self._float_session()
-        if accepted.exists() and copy.exists():
-            try:
-                session = _load_session(onnxruntime, copy)
-                self.precision = f"int8, cosine to float32 >= {accepted.read_text().strip()}"
-                return session
-            except Exception as exc:
-                log.warning("e5: %s is unreadable (%s); quantizing it again", copy, exc)
-                copy.unlink()
+        self.precision = "int8"
+        self._float = None  # loaded (again) when passages come
+        return session
+
+    def _expected(self, graph: Path) -> np.ndarray:
+        """The float32 graph's vectors of :data:`PROBES`: read, or computed once and kept."""
+        kept = graph.with_name(graph.name.removesuffix(".onnx") + ".probes.npy")
+        try:
+            expected = np.load(kept)
+            if expected.shape == (len(PROBES), self.dim):
+                return expected
+        except (OSError, ValueError):
+            pass
         expected = self._run_all(PROBES, "query", self._float_session())  # a damaged graph: written again
-        session = _open(onnxruntime, copy, lambda: _quantize(graph, copy), "quantizing")
-        got = self._run_all(PROBES, "query", session)
-        reached = float((got * expected).sum(axis=1).min())
-        if reached >= INT8_MIN_COSINE:
-            replace_atomically(accepted, lambda temporary: temporary.write_text(f"{reached:.3f}"))
-            self.precision = f"int8, cosine to float32 >= {reached:.3f}"
-            self._float = None  # loaded again when passages come
-            return session
-        log.warning("e5: int8 copy refused: its vectors reach a cosine of only %.3f to float32's", reached)
-        copy.unlink(missing_ok=True)
-        replace_atomically(refused, lambda temporary: temporary.write_text(f"{reached:.3f}"))
-        return self._float_session()
+
+        def save(temporary: Path) -> None:
+            with temporary.open("wb") as out:
+                np.save(out, expected)
+
+        replace_atomically(kept, save)
+        return expected
 
     def _float_session(self) -> Any:
         """The float32 graph's session, for passages (the vectors the KB keeps), loaded at the
@@ -302,9 +303,6 @@ class E5OnnxEncoder:
             tokens.append(piece[at])
             at = start[at]
         return tokens[::-1]
-
-    def token_count(self, text: str, *, kind: str = "passage") -> int:
-        return len(self.token_ids(PREFIXES[kind] + text)) + 2
 
     def encode(self, texts: Sequence[str], *, kind: str = "passage") -> np.ndarray:
         if kind not in PREFIXES:
@@ -404,6 +402,11 @@ def _write_graph(weights: E5Weights, path: Path) -> None:
         b = constant(f"{prefix}.bias", weights.floats(weight + ".b").copy())
         return node("Add", [node("MatMul", [x, w], f"{prefix}/MatMul"), b], f"{prefix}/Add")
 
+    def per_head(x: str, prefix: str, weight: str, perm: list[int]) -> str:
+        """A query, key or value projection split into heads, its axes ordered as ``perm``."""
+        split_up = node("Reshape", [linear(x, prefix, weight, hidden), split], f"{prefix}/split")
+        return node("Transpose", [split_up], f"{prefix}/heads", perm=perm)
+
     def norm(x: str, prefix: str, weight: str) -> str:
         w = constant(f"{prefix}.weight", weights.floats(weight + ".w").copy())
         b = constant(f"{prefix}.bias", weights.floats(weight + ".b").copy())
@@ -425,21 +428,10 @@ def _write_graph(weights: E5Weights, path: Path) -> None:
     x = norm("embeds", "embeddings", "emb.ln")
     for layer in range(header.layers):
         at, source = f"layer.{layer}", f"l{layer}"
-        q, k, v = (
-            node(
-                "Transpose",
-                [
-                    node(
-                        "Reshape",
-                        [linear(x, f"{at}/attention/{part}", f"{source}.{part[0]}", hidden), split],
-                        f"{at}/attention/{part}/split",
-                    )
-                ],
-                f"{at}/attention/{part}/heads",
-                perm=perm,
-            )
-            for part, perm in (("query", [0, 2, 1, 3]), ("key", [0, 2, 3, 1]), ("value", [0, 2, 1, 3]))
-        )
+        # batch x heads x tokens x head (the key's last two axes swapped, for the product)
+        q = per_head(x, f"{at}/attention/query", f"{source}.q", [0, 2, 1, 3])
+        k = per_head(x, f"{at}/attention/key", f"{source}.k", [0, 2, 3, 1])
+        v = per_head(x, f"{at}/attention/value", f"{source}.v", [0, 2, 1, 3])
         scores = node(
             "Mul", [node("MatMul", [q, k], f"{at}/attention/scores"), scale], f"{at}/attention/scaled"
         )

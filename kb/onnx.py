@@ -224,54 +224,17 @@ class OnnxQueries:
         return self._float_session
 
     def use_int8(self, graph: Path, expected: np.ndarray, model_id: str) -> bool:
-        """Run queries on an int8 copy of ``graph`` (made once, beside it) when the vectors it
-        gives :data:`QUICK_PROBES` are within :data:`INT8_MIN_COSINE` of ``expected`` (torch's);
-        otherwise stay on float32, logged. Passages always run on float32.
-
-        The copies are tried in the order of :data:`INT8_PLANS`: every MatMul quantized, then
-        the feed-forward output MatMuls of the later layers kept float32, then those of every
-        layer (their inputs carry the outliers that dynamic quantization handles worst: in
-        all-mpnet-base-v2, quantizing every MatMul left a cosine of 0.86; keeping the later
-        half's float32 kept 0.99). A copy that misses is deleted and a ``.refused`` note is
-        left, so later starts skip it."""
-        try:
-            import onnxruntime
-
-            feeds = [self._feeds([text]) for text in QUICK_PROBES]
-            expected = np.asarray(expected, dtype=np.float32)
-            cosine = 0.0
-            for plan in INT8_PLANS:
-                copy = graph.with_name(graph.name.removesuffix(".onnx") + INT8_PLANS[plan])
-                refused = copy.with_name(copy.name + ".refused")
-                if refused.exists():
-                    cosine = max(cosine, float(refused.read_text() or 0))
-                    continue
-                session = _open(
-                    onnxruntime, copy, lambda c=copy, p=plan: _quantize(graph, c, p), "quantizing"
-                )
-                got = np.vstack([self._run(one, session) for one in feeds])
-                reached = float((got * expected).sum(axis=1).min())
-                if reached >= INT8_MIN_COSINE:
-                    self._query_session, self.int8 = session, True
-                    log.info(
-                        "onnx: %s: queries on int8 (%s; cosine to torch's >= %.3f)",
-                        model_id,
-                        copy.name,
-                        reached,
-                    )
-                    return True
-                log.info("onnx: %s: int8 copy %s: cosine only %.3f; next plan", model_id, copy.name, reached)
-                cosine = max(cosine, reached)
-                del session
-                copy.unlink(missing_ok=True)
-                replace_atomically(refused, lambda temporary, r=reached: temporary.write_text(f"{r:.4f}"))
-        except Exception as exc:
-            log.warning("onnx: %s: queries stay on float32: %s: %s", model_id, type(exc).__name__, exc)
-            return False
-        log.warning(
-            "onnx: %s: queries stay on float32: int8 vectors reach only cosine %.3f", model_id, cosine
+        """Run queries on an int8 copy of ``graph`` (:func:`pick_int8`) when one keeps torch's
+        vectors of :data:`QUICK_PROBES` (``expected``); otherwise stay on float32. Passages
+        always run on float32."""
+        feeds = [self._feeds([text]) for text in QUICK_PROBES]
+        session = pick_int8(
+            graph, lambda s: np.vstack([self._run(one, s) for one in feeds]), expected, model_id
         )
-        return False
+        if session is None:
+            return False
+        self._query_session, self.int8 = session, True
+        return True
 
     def encode(self, texts: Sequence[str], *, workers: int = 1, query: bool = False) -> np.ndarray:
         """Rows for ``texts``. Many (a batch of customers' questions) run in chunks of similar
@@ -353,6 +316,47 @@ def _fast_tokenize(tokenizer: Any, lower: bool) -> Tokenize:
         }
 
     return tokenize
+
+
+def pick_int8(
+    graph: Path, vectors: Callable[[Any], np.ndarray], expected: np.ndarray, model_id: str
+) -> Any | None:
+    """The session of the first int8 copy of ``graph`` (made once, beside it) whose
+    ``vectors(session)`` of the probes are each within :data:`INT8_MIN_COSINE` of ``expected``;
+    None when no copy is (logged).
+
+    The copies are tried in the order of :data:`INT8_PLANS`: every MatMul quantized, then the
+    feed-forward output MatMuls of the later layers kept float32, then those of every layer
+    (their inputs carry the outliers that dynamic quantization handles worst: in
+    all-mpnet-base-v2, quantizing every MatMul left a cosine of 0.86; keeping the later half's
+    float32 kept 0.99). A copy that misses is deleted and a ``.refused`` note is left, so later
+    starts skip it."""
+    try:
+        import onnxruntime
+
+        expected = np.asarray(expected, dtype=np.float32)
+        cosine = 0.0
+        for plan in INT8_PLANS:
+            copy = graph.with_name(graph.name.removesuffix(".onnx") + INT8_PLANS[plan])
+            refused = copy.with_name(copy.name + ".refused")
+            if refused.exists():
+                cosine = max(cosine, float(refused.read_text() or 0))
+                continue
+            session = _open(onnxruntime, copy, lambda c=copy, p=plan: _quantize(graph, c, p), "quantizing")
+            reached = float((vectors(session) * expected).sum(axis=1).min())
+            if reached >= INT8_MIN_COSINE:
+                log.info("onnx: %s: queries on int8 (%s; cosine >= %.3f)", model_id, copy.name, reached)
+                return session
+            log.info("onnx: %s: int8 copy %s: cosine only %.3f; next plan", model_id, copy.name, reached)
+            cosine = max(cosine, reached)
+            del session
+            copy.unlink(missing_ok=True)
+            replace_atomically(refused, lambda temporary, r=reached: temporary.write_text(f"{r:.4f}"))
+    except Exception as exc:
+        log.warning("onnx: %s: queries stay on float32: %s: %s", model_id, type(exc).__name__, exc)
+        return None
+    log.warning("onnx: %s: queries stay on float32: int8 vectors reach only cosine %.3f", model_id, cosine)
+    return None
 
 
 def _load_session(onnxruntime: Any, path: Path) -> Any:

@@ -50,8 +50,9 @@ def test_the_vectors_and_tokens_are_the_engines(built: tuple[E5OnnxEncoder, Path
         alone = np.vstack([model.encode([text], kind=kind) for text in TEXTS])
         assert ((alone * ours).sum(axis=1) > 0.98).all()  # a text's vector hardly depends on its batch
     for text in TEXTS:
-        assert model.token_count(text, kind="query") == engine.token_count(text, kind="query")
-    assert model.token_count(TEXTS[-1]) > 510  # the long text is read in windows, as the engine does
+        for kind in ("query", "passage"):  # <s> prefix text </s>, cut as the engine cuts them
+            assert len(model.token_ids(model.prefix(kind) + text)) + 2 == engine.token_count(text, kind=kind)
+    assert len(model.token_ids(TEXTS[-1])) > 510  # the long text is read in windows, as the engine does
     many = model.encode(TEXTS * 10, kind="passage")  # a long call, side by side in chunks
     assert np.allclose(many[: len(TEXTS)], model.encode(TEXTS, kind="passage"), atol=1e-5)
 
@@ -60,27 +61,35 @@ def test_the_cache_is_written_once_and_the_verdict_kept(built: tuple[E5OnnxEncod
     _, cache = built
     graphs = sorted(cache.glob("multilingual-e5-small-*"))
     suffixes = sorted(path.name.split(".", 1)[1] for path in graphs)
-    assert suffixes == ["int8.onnx", "int8.onnx.accepted", "onnx"], suffixes
+    assert suffixes == ["int8e.onnx", "onnx", "probes.npy"], suffixes
     stamps = {path: path.stat().st_mtime_ns for path in graphs}
     again = E5OnnxEncoder(cache=cache)
     assert {path: path.stat().st_mtime_ns for path in graphs} == stamps  # nothing written again
-    assert again._float is None  # a start on an accepted copy does not hold the float32 graph
+    assert again._float is None  # the probes checked against the kept vectors, no float32 graph
     assert again.precision.startswith("int8")
 
 
-def test_a_refused_copy_runs_float32(built: tuple[E5OnnxEncoder, Path], tmp_path: Path) -> None:
+def test_refused_copies_run_float32(
+    built: tuple[E5OnnxEncoder, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, cache = built
-    for path in cache.glob("multilingual-e5-small-*.onnx"):
-        shutil.copy(path, tmp_path / path.name)
-    (copy,) = tmp_path.glob("*.int8.onnx")
-    copy.with_name(copy.name + ".refused").write_text("0.900")
+    for path in cache.glob("multilingual-e5-small-*"):
+        if ".int8" not in path.name:  # the graph and its probes' vectors: the copies made anew
+            shutil.copy(path, tmp_path / path.name)
+    monkeypatch.setattr("kb.onnx.INT8_MIN_COSINE", 0.99999)  # stricter than int8 can be
     refused = E5OnnxEncoder(cache=tmp_path)
     assert refused.precision == "float32"
-    query = refused.encode([TEXTS[1]], kind="query")
     assert refused._session is refused._float_session()  # queries on the float32 graph
+    # Each plan of kb.onnx.INT8_PLANS was tried, refused, deleted and noted.
+    assert sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("*.refused")) == [
+        "int8e-ffn.onnx.refused",
+        "int8e-late.onnx.refused",
+        "int8e.onnx.refused",
+    ]
+    query = refused.encode([TEXTS[1]], kind="query")
+    assert float(query[0] @ model.encode([TEXTS[1]], kind="query")[0]) > 0.98  # int8 queries: close
     asked = E5OnnxEncoder(cache=tmp_path, int8=False)  # kb.int8_queries = false: the same
     assert asked.precision == "float32" and np.allclose(asked.encode([TEXTS[1]], kind="query"), query)
-    assert float(query[0] @ model.encode([TEXTS[1]], kind="query")[0]) > 0.98  # int8 queries: close
 
 
 def test_a_damaged_copy_or_graph_is_made_again(
@@ -89,13 +98,13 @@ def test_a_damaged_copy_or_graph_is_made_again(
     model, cache = built
     for path in cache.glob("multilingual-e5-small-*"):
         shutil.copy(path, tmp_path / path.name)
-    (copy,) = tmp_path.glob("*.int8.onnx")
+    (copy,) = tmp_path.glob("*.int8e.onnx")
     copy.write_bytes(b"not a graph")
-    with caplog.at_level(logging.WARNING, logger="kb.e5onnx"):
+    with caplog.at_level(logging.WARNING, logger="kb.onnx"):
         mended = E5OnnxEncoder(cache=tmp_path)
     assert "unreadable" in caplog.text and mended.precision.startswith("int8")
     assert copy.stat().st_size > 10_000_000
-    # The float32 graph damaged too (the int8 copy accepted before): the first passages write
+    # The float32 graph damaged too (the int8 copy checked against the kept vectors): the first passages write
     # it again from the weights, and its vectors are the ones it gave before.
     (graph,) = tmp_path.glob("*-????????????????.onnx")
     graph.write_bytes(b"not a graph either")
