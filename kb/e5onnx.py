@@ -47,7 +47,9 @@ PROBES = (
     "比特币是什么？ Τι είναι το bitcoin; بیت کوین چیست؟",
     "Что такое биткойн?  Ｆｕｌｌwidth ① café",
     "a",
-    " ".join(["A customer's long story, longer than the model reads at once"] * 60),
+    # Long enough for attention over many positions; windows (texts past 510 tokens) are plain
+    # Python, and a 900-token probe cost every start ~1 s on int8.
+    " ".join(["A customer's long story, told at length"] * 12),
 )
 CHUNK = 16  # texts per pass in a long call
 _METASPACE = "\u2581"
@@ -236,7 +238,8 @@ class E5OnnxEncoder:
 
     def _expected(self, graph: Path) -> np.ndarray:
         """The float32 graph's vectors of :data:`PROBES`: read, or computed once and kept."""
-        kept = graph.with_name(graph.name.removesuffix(".onnx") + ".probes.npy")
+        named = hashlib.sha256("\n".join(PROBES).encode()).hexdigest()[:8]  # other probes, other file
+        kept = graph.with_name(graph.name.removesuffix(".onnx") + f".probes-{named}.npy")
         try:
             expected = np.load(kept)
             if expected.shape == (len(PROBES), self.dim):
