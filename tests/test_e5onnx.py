@@ -85,6 +85,7 @@ def test_refused_copies_run_float32(
     assert sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("*.refused")) == [
         "int8e-ffn.onnx.refused",
         "int8e-late.onnx.refused",
+        "int8e-smooth.onnx.refused",
         "int8e.onnx.refused",
     ]
     query = refused.encode([TEXTS[1]], kind="query")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from kb.encoder import SentenceEncoder
-from kb.onnx import INT8_SUFFIX, OnnxQueries, _kept_float
+from kb.onnx import INT8_PLANS, INT8_SUFFIX, OnnxQueries, _kept_float, _load_session, _smooth
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
@@ -234,11 +234,13 @@ def test_an_int8_copy_that_strays_from_torch_is_not_used(
     assert "queries stay on float32: int8 vectors reach only cosine" in caplog.text
     with_torch = encoder._encode_with(encoder._model, QUERIES)
     assert np.abs(made.encode(QUERIES, query=True) - with_torch).max() < 1e-5
-    # Each plan was tried (every MatMul; the later feed-forward outputs kept float32; all of
-    # them), refused, deleted and noted, so the next start quantizes nothing again.
+    # Each plan was tried (every MatMul; every MatMul after smoothing; the later feed-forward
+    # outputs kept float32; all of them), refused, deleted and noted, so the next start
+    # quantizes nothing again.
     assert sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("*.refused")) == [
         "int8e-ffn.onnx.refused",
         "int8e-late.onnx.refused",
+        "int8e-smooth.onnx.refused",
         "int8e.onnx.refused",
     ]
     assert not list(tmp_path.glob("*.int8*.onnx"))
@@ -256,6 +258,41 @@ def test_the_int8_plans_keep_the_later_feed_forward_outputs_float32(
     assert _kept_float(graph, "all") == []
     assert len(every) == 6 and all("/output/dense/MatMul" in n and "attention" not in n for n in every)
     assert sorted(late) == sorted(n for n in every if any(f"layer.{i}/" in n for i in (3, 4, 5)))
+
+
+def test_smoothing_keeps_the_function_and_its_copy_is_taken_when_plain_int8_is_refused(
+    encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    """The "smooth" plan: each constant-weight MatMul's input divided per channel by a scale
+    measured on the probes, its weights multiplied by it (the float32 graph gives the same
+    vectors), then every MatMul quantized. Taken when plain int8 is refused; a later plan's copy
+    left by an earlier version goes."""
+    import onnx
+    import onnxruntime
+
+    made = OnnxQueries.build(encoder._model, tmp_path, "m")
+    assert made is not None
+    (graph,) = (p for p in tmp_path.glob("*.onnx") if ".int8" not in p.name)
+    feeds = [made._feeds([text]) for text in QUERIES]
+    plain = np.vstack([made._run(one, made._session) for one in feeds])
+    smoothed = tmp_path / "smoothed.onnx"
+    _smooth(graph, smoothed, lambda session: np.vstack([made._run(one, session) for one in feeds]))
+    nodes = onnx.load(str(smoothed), load_external_data=False).graph.node
+    matmuls = [n for n in nodes if n.op_type == "MatMul" and "/smoothed" in n.input[0]]
+    assert len(matmuls) == 6 * 6, "q, k, v, attention output, two feed-forward per layer"
+    assert len([n for n in nodes if n.name.endswith("/Smooth")]) == 6 * 4, "q, k, v share one input"
+    again = np.vstack([made._run(one, _load_session(onnxruntime, smoothed)) for one in feeds])
+    assert np.abs(again - plain).max() < 1e-4
+
+    base = graph.name.removesuffix(".onnx")
+    (tmp_path / f"{base}{INT8_SUFFIX}.refused").write_text("0.8600")
+    stale = tmp_path / f"{base}{INT8_PLANS['late']}"
+    stale.write_bytes(b"an earlier version's choice")
+    chosen = OnnxQueries.build(encoder._model, tmp_path, "m", int8=True)
+    assert chosen is not None and chosen.int8
+    assert (tmp_path / f"{base}{INT8_PLANS['smooth']}").exists() and not stale.exists()
+    on_int8 = chosen.encode(QUERIES, query=True)
+    assert (on_int8 * plain).sum(axis=1).min() > 0.98 and np.abs(on_int8 - plain).max() > 1e-4
 
 
 def test_two_models_exporting_at_once_both_get_their_graphs(encoder: SentenceEncoder, tmp_path: Path) -> None:
