@@ -489,9 +489,10 @@ def _smooth(graph: Path, target: Path, vectors: Callable[[Any], np.ndarray]) -> 
         model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     import onnxruntime
 
-    peaks = _Peaks(_load_session(onnxruntime, model.SerializeToString()), list(groups), outputs)
-    vectors(peaks)
-    del model.graph.output[outputs:]
+    calibrating = _Peaks(_load_session(onnxruntime, model.SerializeToString()), list(groups), outputs)
+    vectors(calibrating)
+    peaks = calibrating.peaks
+    del calibrating, model.graph.output[outputs:]  # the session: as big as the graph
     ordered = []
     for node in model.graph.node:  # each input's Mul goes just before the first MatMul reading it
         nodes = groups.pop(node.input[0], None) if node.op_type == "MatMul" else None
@@ -500,7 +501,7 @@ def _smooth(graph: Path, target: Path, vectors: Callable[[Any], np.ndarray]) -> 
             matrices = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]
             rows = np.max([np.abs(m).max(axis=1) for m in matrices], axis=0)
             alpha = SMOOTH_ALPHA
-            scale = np.maximum(peaks.peaks[name], 1e-5) ** alpha / np.maximum(rows, 1e-5) ** (1 - alpha)
+            scale = np.maximum(peaks[name], 1e-5) ** alpha / np.maximum(rows, 1e-5) ** (1 - alpha)
             scale = np.clip(scale, 1e-3, 1e3).astype(np.float32)
             for n, matrix in zip(nodes, matrices, strict=True):
                 weights[n.input[1]].CopyFrom(numpy_helper.from_array(matrix * scale[:, None], n.input[1]))
