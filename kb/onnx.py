@@ -342,7 +342,8 @@ def pick_int8(
     worst: in all-mpnet-base-v2, quantizing every MatMul left a cosine of 0.86, smoothing first
     0.98, keeping the later half's float32 0.98 at twice the time). A copy that misses is deleted
     and a ``.refused`` note is left, so later starts skip it; the copies of later plans an
-    accepted one leaves behind (an earlier version's choice) are deleted."""
+    accepted one leaves behind (an earlier version's choice) are deleted. A plan that fails
+    (logged) gives way to the next, and is tried again at the next start."""
     try:
         import onnxruntime
 
@@ -354,10 +355,21 @@ def pick_int8(
             if refused.exists():
                 cosine = max(cosine, float(refused.read_text() or 0))
                 continue
-            session = _open(
-                onnxruntime, copy, lambda c=copy, p=plan: _quantize(graph, c, p, vectors), "quantizing"
-            )
-            reached = float((vectors(session) * expected).sum(axis=1).min())
+            try:
+                session = _open(
+                    onnxruntime, copy, lambda c=copy, p=plan: _quantize(graph, c, p, vectors), "quantizing"
+                )
+                reached = float((vectors(session) * expected).sum(axis=1).min())
+            except Exception as exc:  # this plan only (a graph the smoothing cannot read...): no note
+                log.warning(
+                    "onnx: %s: int8 copy %s failed (%s: %s); next plan",
+                    model_id,
+                    copy.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                copy.unlink(missing_ok=True)
+                continue
             if reached >= INT8_MIN_COSINE:
                 log.info("onnx: %s: queries on int8 (%s; cosine >= %.3f)", model_id, copy.name, reached)
                 for later in list(INT8_PLANS.values())[list(INT8_PLANS).index(plan) + 1 :]:

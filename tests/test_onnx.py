@@ -295,6 +295,34 @@ def test_smoothing_keeps_the_function_and_its_copy_is_taken_when_plain_int8_is_r
     assert (on_int8 * plain).sum(axis=1).min() > 0.98 and np.abs(on_int8 - plain).max() > 1e-4
 
 
+def test_a_plan_that_fails_gives_way_to_the_next(
+    encoder: SentenceEncoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Smoothing a graph it cannot read fails that plan alone: the next plan's copy is used, and
+    nothing notes the failure as a refusal (a start tries it again)."""
+    made = OnnxQueries.build(encoder._model, tmp_path, "m")
+    assert made is not None
+    (graph,) = (p for p in tmp_path.glob("*.onnx") if ".int8" not in p.name)
+    base = graph.name.removesuffix(".onnx")
+    (tmp_path / f"{base}{INT8_SUFFIX}.refused").write_text("0.8600")
+
+    def unreadable(*_: object) -> None:
+        raise ValueError("a graph the smoothing cannot read")
+
+    monkeypatch.setattr("kb.onnx._smooth", unreadable)
+    with caplog.at_level(logging.WARNING, logger="kb.onnx"):
+        chosen = OnnxQueries.build(encoder._model, tmp_path, "m", int8=True)
+    assert chosen is not None and chosen.int8
+    assert (
+        "int8e-smooth.onnx failed (ValueError: a graph the smoothing cannot read); next plan" in caplog.text
+    )
+    assert (tmp_path / f"{base}{INT8_PLANS['late']}").exists()
+    assert not list(tmp_path.glob("*smooth*")), "no copy, no note: the next start tries it again"
+
+
 def test_two_models_exporting_at_once_both_get_their_graphs(encoder: SentenceEncoder, tmp_path: Path) -> None:
     """A first start exports the KB's model and the re-ranker's on two threads; torch's exporter
     keeps its state in globals, so one export at a time (else: "in_onnx_export must be False")."""
