@@ -327,8 +327,11 @@ async def serve(
     if handle_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-    background = [asyncio.create_task(keep_kb_fresh(services, settings.kb.refresh_seconds))]
-    background.append(asyncio.create_task(purge_daily(services)))
+    # Upkeep stops with the receiving: a backlog batch begun while in-flight updates drain
+    # would hold the exit until its encode ends (a thread cannot be cancelled).
+    upkeep = [asyncio.create_task(keep_kb_fresh(services, settings.kb.refresh_seconds))]
+    upkeep.append(asyncio.create_task(purge_daily(services)))
+    background: list[asyncio.Task[None]] = []
     receiver: asyncio.Task[None] | None = None
     exits = contextlib.AsyncExitStack()
     await exits.enter_async_context(
@@ -379,6 +382,10 @@ async def serve(
             receiver.result()  # raises what stopped it
     finally:
         stop.set()
+        for task in upkeep:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if receiver is not None and not receiver.done():
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -179,8 +179,9 @@ class SentenceEncoder:
         if onnx_cache is not None:
             self._lock.acquire()  # released by the thread once the session is ready (or not)
             self._onnx_thread = threading.Thread(
-                target=self._load_onnx, args=(onnx_cache,), name="onnx-load", daemon=True
-            )
+                target=self._load_onnx, args=(onnx_cache,), name="onnx-load"
+            )  # not a daemon: a process that stops meanwhile lets it finish (ONNX Runtime and
+            # torch abort the process when a thread is cut off inside them at exit)
             try:
                 self._onnx_thread.start()
             except BaseException:
@@ -209,6 +210,11 @@ class SentenceEncoder:
                 log.info("loading %s on torch (for embedding passages)", self.model_id)
                 self._torch_model = self._load()
         return self._torch_model
+
+    def building(self) -> bool:
+        """True while a first start exports and quantizes the ONNX graph (:mod:`kb.onnx`); its
+        encodes wait for that meanwhile."""
+        return self._onnx_thread is not None and self._onnx_thread.is_alive()
 
     def onnx_queries(self) -> OnnxQueries | None:
         """The ONNX Runtime session queries use, once loaded; None: queries run on torch."""
@@ -456,6 +462,13 @@ def primary(encoder: TextEncoder) -> tuple[TextEncoder, bool]:
 def deferred(encoder: TextEncoder) -> tuple[tuple[TextEncoder, bool], ...]:
     """The members after the primary: ingest leaves their vectors to :mod:`kb.backlog`."""
     return members(encoder)[1:]
+
+
+def building(encoder: TextEncoder) -> bool:
+    """Whether ``encoder`` is still being made ready (:meth:`SentenceEncoder.building`): work
+    that can wait (the backlog, the second stage) leaves it alone meanwhile, so no thread sits
+    behind it, and a stop does not wait for it."""
+    return bool(getattr(encoder, "building", lambda: False)())
 
 
 def score_scale(encoder: TextEncoder) -> tuple[float, float]:

@@ -34,7 +34,7 @@ from kb import heap, store
 from kb.backlog import backfills
 from kb.batching import DEFAULT_WINDOW, QueryBatcher
 from kb.catalog import Catalog, Stamp, Version
-from kb.encoder import TextEncoder, members, score_scale
+from kb.encoder import TextEncoder, building, members, score_scale
 from kb.errors import IndexMissingError
 from kb.index import IndexOptions, Row, VectorIndex, read_meta
 from kb.language import detect_language
@@ -234,8 +234,16 @@ class KnowledgeBase:
     ) -> int:
         """Work on the secondary models' backlog for about ``budget`` seconds, newest versions
         first (a running bot calls this on every refresh; see :mod:`kb.backlog`); returns the
-        versions embedded. The index follows at a later :meth:`sync`."""
-        return sum([await backfill.run(sessions, budget=budget) for backfill in self._backfills])
+        versions embedded. The index follows at a later :meth:`sync`. A model still being
+        made ready (:func:`kb.encoder.building`: a first start's ONNX export) waits for a later
+        refresh."""
+        return sum(
+            [
+                await backfill.run(sessions, budget=budget)
+                for backfill in self._backfills
+                if not building(backfill.model)
+            ]
+        )
 
     def index_path(self, position: int) -> Path:
         """Where the index of the ``position``-th model lives (the primary's: ``index_dir``,
@@ -389,7 +397,11 @@ class KnowledgeBase:
         fallbacks = languages if languages is not None else [language] * len(texts)
         preferred = [d or fallback for d, fallback in zip(detected, fallbacks, strict=True)]
         rerank: list[int] = []
-        if self._reranks is not None and len(texts) <= self.rerank_max_batch:
+        if (
+            self._reranks is not None
+            and len(texts) <= self.rerank_max_batch
+            and not any(building(model) for model, _ in self.models[1:])  # a first start's export
+        ):
             # By the language the message is written in, else the customer's (Telegram's).
             rerank = [i for i, lang in enumerate(preferred) if self._reranks(lang)]
         return self.rank(texts, vectors, k=k, languages=preferred, rerank=rerank)

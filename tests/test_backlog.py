@@ -142,6 +142,34 @@ async def test_an_interrupted_backfill_keeps_its_batches_and_a_new_process_resum
     assert (await vectors_by_model(routed))[E5_MODEL_ID] == 10
 
 
+class Building(SecondStub):
+    """A model whose first start is still exporting it (kb.encoder.building)."""
+
+    ready = False
+
+    def building(self) -> bool:
+        return not self.ready
+
+    def encode(self, texts, *, kind="passage"):  # type: ignore[no-untyped-def]
+        assert self.ready, "nothing may wait behind a model that is being made ready"
+        return super().encode(texts, kind=kind)
+
+
+async def test_a_bots_refresh_leaves_a_model_being_made_ready_for_later(
+    settings: Settings, routed: Services, tmp_path: Path
+) -> None:
+    """A first start exports the re-ranker for ONNX Runtime on a thread, and encodes wait for
+    it: the refresh's backlog batch waits for a later refresh instead of a thread sitting behind
+    the export (which a stop would then wait for too)."""
+    await ingest_paths([faq(tmp_path, 4)], sessions=routed.sessions, encoder=routed.encoder, options=DEFERRED)
+    second = Building()
+    async with open_services(settings, encoder=RoutedEncoder(StubEncoder(), second)) as fresh:
+        assert await fresh.kb.catch_up(fresh.sessions) == 0
+        assert await pending(fresh) == 4
+        second.ready = True
+        assert await fresh.kb.catch_up(fresh.sessions) == 4
+
+
 class Gated(SecondStub):
     """Holds every encode call at a gate: the test decides what happens meanwhile."""
 

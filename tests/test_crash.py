@@ -110,11 +110,20 @@ async def prepare(config: Path, encoder) -> None:
     from bot.config import load_settings
     from bot.runtime import open_services
     from ingest.pipeline import ingest_paths
+    from kb.encoder import members
 
     settings = load_settings(config)
     async with open_services(settings, encoder=encoder, sync=False) as services:
         report = await ingest_paths([EXAMPLE_FAQ], sessions=services.sessions, encoder=encoder)
         assert report.added > 0 and not report.failed
+    # ...and the configured models as an ingest leaves them: their ONNX exports made, the
+    # re-ranker's vectors embedded. These tests are about updates in flight; a first start's
+    # export or a backlog batch under way when a stop comes is finished first (seconds).
+    async with open_services(settings, sync=False) as services:
+        for model, _ in members(services.encoder):
+            getattr(model, "onnx_queries", lambda: None)()
+        while await services.kb.catch_up(services.sessions):
+            pass
 
 
 async def started(sandbox: BotAPISandbox, bot: BotProcess, *, count: int, within: float = 120.0) -> None:
