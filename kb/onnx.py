@@ -349,8 +349,11 @@ def pick_int8(
 
         expected = np.asarray(expected, dtype=np.float32)
         cosine = 0.0
-        for plan in INT8_PLANS:
-            copy = graph.with_name(graph.name.removesuffix(".onnx") + INT8_PLANS[plan])
+        copies = {
+            plan: graph.with_name(graph.name.removesuffix(".onnx") + suffix)
+            for plan, suffix in INT8_PLANS.items()
+        }
+        for position, (plan, copy) in enumerate(copies.items()):
             refused = copy.with_name(copy.name + ".refused")
             if refused.exists():
                 cosine = max(cosine, float(refused.read_text() or 0))
@@ -372,8 +375,8 @@ def pick_int8(
                 continue
             if reached >= INT8_MIN_COSINE:
                 log.info("onnx: %s: queries on int8 (%s; cosine >= %.3f)", model_id, copy.name, reached)
-                for later in list(INT8_PLANS.values())[list(INT8_PLANS).index(plan) + 1 :]:
-                    graph.with_name(graph.name.removesuffix(".onnx") + later).unlink(missing_ok=True)
+                for later in list(copies.values())[position + 1 :]:
+                    later.unlink(missing_ok=True)
                 return session
             log.info("onnx: %s: int8 copy %s: cosine only %.3f; next plan", model_id, copy.name, reached)
             cosine = max(cosine, reached)
@@ -437,9 +440,7 @@ def _kept_float(graph: Path, plan: str) -> list[str]:
     return [name for name, layer in outputs.items() if layer >= layers // 2]
 
 
-def _quantize(
-    graph: Path, copy: Path, plan: str = "all", vectors: Callable[[Any], np.ndarray] | None = None
-) -> None:
+def _quantize(graph: Path, copy: Path, plan: str, vectors: Callable[[Any], np.ndarray]) -> None:
     """``graph`` with its MatMul weights quantized to int8 per channel, but for those ``plan``
     keeps float32 (:func:`_kept_float`), and its embedding tables (Gather) to int8, written to
     ``copy`` (atomically: replicas starting together never load half a file). ``"smooth"``
@@ -453,8 +454,6 @@ def _quantize(
     def write(temporary: Path) -> None:
         source = graph
         if plan == "smooth":
-            if vectors is None:
-                raise ValueError("the smooth plan is calibrated on the probes: vectors is required")
             source = temporary.with_name(temporary.name + ".smoothed.onnx")
             _smooth(graph, source, vectors)
         try:
