@@ -343,7 +343,10 @@ def pick_int8(
     0.98, keeping the later half's float32 0.98 at twice the time). A copy that misses is deleted
     and a ``.refused`` note is left, so later starts skip it; the copies of later plans an
     accepted one leaves behind (an earlier version's choice) are deleted. A plan that fails
-    (logged) gives way to the next, and is tried again at the next start."""
+    (logged) gives way to the next, and is tried again at the next start. An accepted copy gets
+    a note of its cosine (``.accepted``: with the copy's size and time, the probe vectors and
+    ONNX Runtime's version); a later start that finds them all unchanged takes the copy without
+    running the probes through it."""
     try:
         import onnxruntime
 
@@ -362,7 +365,11 @@ def pick_int8(
                 session = _open(
                     onnxruntime, copy, lambda c=copy, p=plan: _quantize(graph, c, p, vectors), "quantizing"
                 )
-                reached = float((vectors(session) * expected).sum(axis=1).min())
+                vouched = _vouched(copy, expected, onnxruntime.__version__)
+                if vouched is None:
+                    reached = float((vectors(session) * expected).sum(axis=1).min())
+                else:
+                    reached = vouched
             except Exception as exc:  # this plan only (a graph the smoothing cannot read...): no note
                 log.warning(
                     "onnx: %s: int8 copy %s failed (%s: %s); next plan",
@@ -371,23 +378,71 @@ def pick_int8(
                     type(exc).__name__,
                     exc,
                 )
-                copy.unlink(missing_ok=True)
+                _forget(copy)
                 continue
             if reached >= INT8_MIN_COSINE:
-                log.info("onnx: %s: queries on int8 (%s; cosine >= %.3f)", model_id, copy.name, reached)
+                if vouched is None:
+                    _vouch(copy, expected, onnxruntime.__version__, reached)
+                log.info(
+                    "onnx: %s: queries on int8 (%s; cosine >= %.3f%s)",
+                    model_id,
+                    copy.name,
+                    reached,
+                    ", as measured at an earlier start" if vouched else "",
+                )
                 for later in list(copies.values())[position + 1 :]:
-                    later.unlink(missing_ok=True)
+                    _forget(later)
                 return session
             log.info("onnx: %s: int8 copy %s: cosine only %.3f; next plan", model_id, copy.name, reached)
             cosine = max(cosine, reached)
             del session
-            copy.unlink(missing_ok=True)
+            _forget(copy)
             replace_atomically(refused, lambda temporary, r=reached: temporary.write_text(f"{r:.4f}"))
     except Exception as exc:
         log.warning("onnx: %s: queries stay on float32: %s: %s", model_id, type(exc).__name__, exc)
         return None
     log.warning("onnx: %s: queries stay on float32: int8 vectors reach only cosine %.3f", model_id, cosine)
     return None
+
+
+def _acceptance(copy: Path) -> Path:
+    return copy.with_name(copy.name + ".accepted")
+
+
+def _copy_state(copy: Path, expected: np.ndarray, runtime: str) -> str:
+    """What a copy's measured cosine holds for: this file as it is (size, time written), these
+    probe vectors (the float32 graph's), this ONNX Runtime (its int8 kernels)."""
+    stat = copy.stat()
+    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{runtime}:".encode())
+    digest.update(np.ascontiguousarray(expected, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _vouched(copy: Path, expected: np.ndarray, runtime: str) -> float | None:
+    """The cosine an earlier start measured for ``copy``, when nothing it held for has changed
+    since: a start then spares the probes' passes through the copy (for the defaults' three
+    models, about half of opening them). None: measure."""
+    try:
+        note = json.loads(_acceptance(copy).read_text())
+        if note["fingerprint"] == _copy_state(copy, expected, runtime):
+            return float(note["cosine"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _vouch(copy: Path, expected: np.ndarray, runtime: str, cosine: float) -> None:
+    note = json.dumps({"cosine": round(cosine, 4), "fingerprint": _copy_state(copy, expected, runtime)})
+    try:
+        replace_atomically(_acceptance(copy), lambda temporary: temporary.write_text(note))
+    except OSError as exc:  # a read-only cache: the next start measures again
+        log.info("onnx: could not note %s as accepted: %s", copy.name, exc)
+
+
+def _forget(copy: Path) -> None:
+    """Delete an int8 copy and its acceptance note."""
+    copy.unlink(missing_ok=True)
+    _acceptance(copy).unlink(missing_ok=True)
 
 
 def _load_session(onnxruntime: Any, graph: Path | bytes) -> Any:

@@ -61,8 +61,8 @@ def test_the_cache_is_written_once_and_the_verdict_kept(built: tuple[E5OnnxEncod
     _, cache = built
     graphs = sorted(cache.glob("multilingual-e5-small-*"))
     suffixes = sorted(path.name.split(".", 1)[1] for path in graphs)
-    assert suffixes[:2] == ["int8e.onnx", "onnx"] and suffixes[2].startswith("probes-"), suffixes
-    assert len(suffixes) == 3
+    assert suffixes[:3] == ["int8e.onnx", "int8e.onnx.accepted", "onnx"], suffixes
+    assert suffixes[3].startswith("probes-") and len(suffixes) == 4
     stamps = {path: path.stat().st_mtime_ns for path in graphs}
     again = E5OnnxEncoder(cache=cache)
     assert {path: path.stat().st_mtime_ns for path in graphs} == stamps  # nothing written again

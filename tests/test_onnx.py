@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 
 from kb.encoder import SentenceEncoder
-from kb.onnx import INT8_PLANS, INT8_SUFFIX, OnnxQueries, _kept_float, _load_session, _smooth
+from kb.onnx import (
+    INT8_PLANS,
+    INT8_SUFFIX,
+    OnnxQueries,
+    _kept_float,
+    _load_session,
+    _smooth,
+    pick_int8,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
@@ -293,6 +301,43 @@ def test_smoothing_keeps_the_function_and_its_copy_is_taken_when_plain_int8_is_r
     assert (tmp_path / f"{base}{INT8_PLANS['smooth']}").exists() and not stale.exists()
     on_int8 = chosen.encode(QUERIES, query=True)
     assert (on_int8 * plain).sum(axis=1).min() > 0.98 and np.abs(on_int8 - plain).max() > 1e-4
+
+
+def test_an_accepted_copy_is_taken_at_the_next_start_without_the_probes(
+    encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    """The cosine a start measured for an int8 copy is noted beside it; the next start takes the
+    copy on that note, without running the probes through it, unless the copy, the probe
+    vectors or ONNX Runtime changed since."""
+    made = OnnxQueries.build(encoder._model, tmp_path, "m", int8=True)
+    assert made is not None and made.int8
+    (graph,) = (p for p in tmp_path.glob("*.onnx") if ".int8" not in p.name)
+    copy = tmp_path / (graph.name.removesuffix(".onnx") + INT8_SUFFIX)
+    assert (tmp_path / f"{copy.name}.accepted").is_file()
+    feeds = [made._feeds([text]) for text in QUERIES]
+    expected = np.vstack([made._run(one, made._session) for one in feeds])
+    passes: list[object] = []
+
+    def vectors(session: object) -> np.ndarray:
+        passes.append(session)
+        return np.vstack([made._run(one, session) for one in feeds])
+
+    first = pick_int8(graph, vectors, expected, "m")  # other probes than the build's: measured
+    assert first is not None and len(passes) == 1
+    second = pick_int8(graph, vectors, expected, "m")
+    assert second is not None and len(passes) == 1, "taken on the note, no probe pass"
+    assert (vectors(second) * expected).sum(axis=1).min() > 0.98
+    passes.clear()
+
+    written = copy.stat().st_mtime_ns
+    os.utime(copy, ns=(written, written + 1_000_000))  # the copy written again
+    assert pick_int8(graph, vectors, expected, "m") is not None and len(passes) == 1
+    nudged = expected + 1e-3
+    nudged /= np.linalg.norm(nudged, axis=1, keepdims=True)  # the float32 graph's vectors changed
+    assert pick_int8(graph, vectors, nudged, "m") is not None and len(passes) == 2
+    (tmp_path / f"{copy.name}.accepted").write_text("{not json")  # a damaged note: measured
+    assert pick_int8(graph, vectors, nudged, "m") is not None and len(passes) == 3
+    assert pick_int8(graph, vectors, nudged, "m") is not None and len(passes) == 3
 
 
 def test_a_plan_that_fails_gives_way_to_the_next(

@@ -126,6 +126,23 @@ async def test_a_sure_first_stage_a_big_batch_and_other_languages_skip_the_secon
     assert trio.reranker.queries == 1 and trio.multilingual.queries == before + 1
 
 
+async def test_a_reranker_being_made_ready_is_skipped_until_it_is(kb: Services, trio: RoutedEncoder) -> None:
+    """A first start exports the re-ranker for ONNX Runtime on a thread (kb.encoder.building):
+    meanwhile an unsure question keeps the first stage's ranking instead of waiting for it."""
+    exporting = True
+    trio.reranker.building = lambda: exporting  # type: ignore[attr-defined]
+    query = "how do I get money back for an order"
+    expected = _expected(trio, query)  # (the reranker's query count starts after this)
+    trio.reranker.queries = 0
+    first = kb.kb.search_sync([query], k=4, language="en")[0]
+    assert trio.reranker.queries == 0, "no second stage"
+    assert first[0].article_key == "refund" and first[0].score != pytest.approx(expected["refund"], abs=2e-3)
+    exporting = False
+    again = kb.kb.search_sync([query], k=4, language="en")[0]
+    assert trio.reranker.queries == 1
+    assert {h.article_key: h.score for h in again} == pytest.approx(expected, abs=2e-3)
+
+
 async def test_an_article_the_reranker_has_not_embedded_yet_sits_it_out(
     tmp_path: Path, trio: RoutedEncoder
 ) -> None:
