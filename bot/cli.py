@@ -347,12 +347,19 @@ def ask(
     if not text.strip():
         raise _fail("the question is empty", 2)
 
-    async def run() -> Decision:
+    async def run() -> tuple[Decision, int]:
         async with open_services(settings) as services:
             hits = await services.kb.search(text, k=5, language=lang)
-            return decide(hits, services.thresholds)
+            return decide(hits, services.thresholds), services.kb.size
 
-    decision = _run(run())
+    decision, size = _run(run())
+    if size == 0:  # on stderr: --json's output stays one JSON object
+        err.print(
+            "[yellow]the knowledge base is empty[/]: add entries with `helpdesk ingest FILE...` "
+            "(examples/faq.md is a sample)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         print(
             json.dumps(

@@ -81,10 +81,18 @@ def test_ingest_reports_failures_with_file_and_line_and_keeps_the_rest(tmp_path:
     assert "added 0, updated 0, unchanged 13, retired 0, skipped 0, failed 1 file(s)" in again.stdout
 
 
+def test_ask_on_an_empty_kb_says_what_to_do() -> None:
+    result = runner.invoke(app, ["ask", "--json", "I lost my password, what now?"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["decision"] == "escalate"
+    assert "the knowledge base is empty: add entries with `helpdesk ingest FILE...`" in result.stderr
+
+
 def test_ask_shows_the_decision_and_the_hits() -> None:
     assert runner.invoke(app, ["ingest", str(EXAMPLE_FAQ)]).exit_code == 0
     result = runner.invoke(app, ["ask", "--json", "I lost my password, what now?"])
     assert result.exit_code == 0, result.output
+    assert "empty" not in result.stderr
     answer = json.loads(result.stdout)
     assert answer["decision"] == "answer"
     assert answer["hits"][0]["title"] == "How do I reset my password?"
