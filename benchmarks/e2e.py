@@ -701,22 +701,24 @@ async def main(args: argparse.Namespace) -> None:
         build_seconds = time.monotonic() - started
         print(f"KB built: {args.kb_size} entries in {build_seconds:.1f} s (in a child process, "
               f"peak RSS {children_peak_rss_mb():.0f} MB)", flush=True)  # fmt: skip
-        runs = []
-        naive = naive_settings(settings)
-        if args.same_process:
-            first, encoder = await run_config("batched", settings, entries, args, None)
-            runs.append(first)
-        else:
-            for _ in range(args.repeat):  # each from a copy of the one built KB
-                runs.append(await run_in_own_process("batched", settings, entries, args, tmp))
-                print(f"batched done (load {load()})", flush=True)
+        runs: list[Figures] = []
+        encoder: TextEncoder | None = None  # --same-process: loaded once, shared by every run
+        for _ in range(args.repeat):  # each from a copy of the one built KB
+            if args.same_process:
+                figures, encoder = await run_config("batched", settings, entries, args, encoder)
+            else:
+                figures = await run_in_own_process("batched", settings, entries, args, tmp)
+            runs.append(figures)
+            print(f"batched done (load {load()})", flush=True)
+        naive_run = None
         if args.naive:
+            naive = naive_settings(settings)
             if args.same_process:
                 naive_run = (await run_config("naive", naive, entries, args, encoder))[0]
             else:
                 naive_run = await run_in_own_process("naive", naive, entries, args, tmp)
             print(f"naive done (load {load()})", flush=True)
-    report(args, runs, naive_run if args.naive else None, build_seconds)
+    report(args, runs, naive_run, build_seconds)
 
 
 if __name__ == "__main__":

@@ -365,7 +365,8 @@ def pick_int8(
                 session = _open(
                     onnxruntime, copy, lambda c=copy, p=plan: _quantize(graph, c, p, vectors), "quantizing"
                 )
-                vouched = _vouched(copy, expected, onnxruntime.__version__)
+                state = _copy_state(copy, expected, onnxruntime.__version__)
+                vouched = _vouched(copy, state)
                 if vouched is None:
                     reached = float((vectors(session) * expected).sum(axis=1).min())
                 else:
@@ -382,13 +383,13 @@ def pick_int8(
                 continue
             if reached >= INT8_MIN_COSINE:
                 if vouched is None:
-                    _vouch(copy, expected, onnxruntime.__version__, reached)
+                    _vouch(copy, state, reached)
                 log.info(
                     "onnx: %s: queries on int8 (%s; cosine >= %.3f%s)",
                     model_id,
                     copy.name,
                     reached,
-                    ", as measured at an earlier start" if vouched else "",
+                    "" if vouched is None else ", as measured at an earlier start",
                 )
                 for later in list(copies.values())[position + 1 :]:
                     _forget(later)
@@ -418,21 +419,21 @@ def _copy_state(copy: Path, expected: np.ndarray, runtime: str) -> str:
     return digest.hexdigest()
 
 
-def _vouched(copy: Path, expected: np.ndarray, runtime: str) -> float | None:
-    """The cosine an earlier start measured for ``copy``, when nothing it held for has changed
-    since: a start then spares the probes' passes through the copy (for the defaults' three
-    models, about half of opening them). None: measure."""
+def _vouched(copy: Path, state: str) -> float | None:
+    """The cosine an earlier start measured for ``copy`` in the same ``state``
+    (:func:`_copy_state`): a start then spares the probes' passes through the copy (for the
+    defaults' three models, about half of opening them). None: measure."""
     try:
         note = json.loads(_acceptance(copy).read_text())
-        if note["fingerprint"] == _copy_state(copy, expected, runtime):
+        if note["fingerprint"] == state:
             return float(note["cosine"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
 
 
-def _vouch(copy: Path, expected: np.ndarray, runtime: str, cosine: float) -> None:
-    note = json.dumps({"cosine": round(cosine, 4), "fingerprint": _copy_state(copy, expected, runtime)})
+def _vouch(copy: Path, state: str, cosine: float) -> None:
+    note = json.dumps({"cosine": round(cosine, 4), "fingerprint": state})
     try:
         replace_atomically(_acceptance(copy), lambda temporary: temporary.write_text(note))
     except OSError as exc:  # a read-only cache: the next start measures again

@@ -304,11 +304,13 @@ def test_smoothing_keeps_the_function_and_its_copy_is_taken_when_plain_int8_is_r
 
 
 def test_an_accepted_copy_is_taken_at_the_next_start_without_the_probes(
-    encoder: SentenceEncoder, tmp_path: Path
+    encoder: SentenceEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cosine a start measured for an int8 copy is noted beside it; the next start takes the
     copy on that note, without running the probes through it, unless the copy, the probe
     vectors or ONNX Runtime changed since."""
+    import onnxruntime
+
     made = OnnxQueries.build(encoder._model, tmp_path, "m", int8=True)
     assert made is not None and made.int8
     (graph,) = (p for p in tmp_path.glob("*.onnx") if ".int8" not in p.name)
@@ -338,6 +340,9 @@ def test_an_accepted_copy_is_taken_at_the_next_start_without_the_probes(
     (tmp_path / f"{copy.name}.accepted").write_text("{not json")  # a damaged note: measured
     assert pick_int8(graph, vectors, nudged, "m") is not None and len(passes) == 3
     assert pick_int8(graph, vectors, nudged, "m") is not None and len(passes) == 3
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.0")  # another ONNX Runtime: measured
+    assert pick_int8(graph, vectors, nudged, "m") is not None and len(passes) == 4
+    assert pick_int8(graph, vectors, nudged, "m") is not None and len(passes) == 4
 
 
 def test_a_plan_that_fails_gives_way_to_the_next(
