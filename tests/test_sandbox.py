@@ -218,8 +218,8 @@ async def test_long_poll_returns_early_and_honours_offset(bot: Bot, sandbox: Bot
     assert not poll.done()
     started = time.monotonic()
     queued = sandbox.send_message(chat=ANN, text="anyone?")
-    updates = await asyncio.wait_for(poll, 2)
-    assert time.monotonic() - started < 1
+    updates = await asyncio.wait_for(poll, 4)
+    assert time.monotonic() - started < 3, "back before the 5 s poll ran out, even on a loaded machine"
     assert [u.update_id for u in updates] == [queued["update_id"]]
     assert updates[0].message is not None and updates[0].message.text == "anyone?"
     assert sandbox.pending_updates == 1  # delivered, not yet confirmed

@@ -143,6 +143,9 @@ async def test_a_writer_asking_for_it_runs_its_statements_inline_in_slices(
 
     from kb.db import inline_statements
 
+    # A slice long enough that a slow or busy machine never ends one here; the slices are
+    # measured below with INLINE_SLICE_S = 0.
+    monkeypatch.setattr(sqlite_driver, "INLINE_SLICE_S", 60.0)
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
     sessions = async_sessionmaker(engine)
     try:
