@@ -147,7 +147,7 @@ class SentenceEncoder:
         self.onnx_cache = onnx_cache
         self.int8_queries = int8_queries
         # A start without torch: queries on ONNX Runtime from a manifest an earlier start wrote
-        # (kb.onnx); torch and sentence-transformers (~5 s to import) wait for the first passages.
+        # (kb.onnx), passages too: torch and sentence-transformers (~5 s to import) stay unloaded.
         quick = None
         if onnx_cache is not None and Path(self._location).is_dir():
             quick = OnnxQueries.quick(Path(self._location), onnx_cache, self.model_id, int8=int8_queries)
@@ -198,16 +198,16 @@ class SentenceEncoder:
 
     @property
     def _model(self) -> Any:
-        """The sentence-transformers model, loaded once at first use after a start without
-        torch (:meth:`encode` loads it before it takes :attr:`_lock`: seconds of importing
-        torch must not hold up customers' queries on ONNX Runtime)."""
+        """The sentence-transformers model, loaded at first use when not yet (after a start
+        without torch nothing in the bot asks for it; a model left on torch loads it before
+        :meth:`encode` takes :attr:`_lock`)."""
         return self._torch_model if self._torch_model is not None else self._load_torch()
 
     def _load_torch(self) -> Any:
         """The sentence-transformers model, loaded now if not yet (once, however many ask)."""
         with self._loading:
             if self._torch_model is None:
-                log.info("loading %s on torch (for embedding passages)", self.model_id)
+                log.info("loading %s on torch", self.model_id)
                 self._torch_model = self._load()
         return self._torch_model
 
@@ -239,22 +239,30 @@ class SentenceEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.prefixes.get(kind, "")
         inputs = [prefix + t for t in texts] if prefix else list(texts)
-        on_onnx = self._onnx is not None and (kind == "query" or len(inputs) < SMALL_BATCH)
-        if not on_onnx and self._torch_model is None:
-            self._load_torch()  # outside the lock: queries on ONNX Runtime go on meanwhile
-        with self._lock:  # one encode at a time: each uses every core
-            if kind == "query" and self._onnx is not None:
-                # Customers' questions, alone or batched (kb.batching), stay on ONNX Runtime: a
-                # batch of 32 costs ~5.6 ms of CPU per query on its one thread, against ~8.3 ms
-                # on torch's two; and torch is not even loaded after a start without it.
-                vectors = self._onnx.encode(inputs, workers=self.workers, query=True)
-            elif self.workers > 1 and len(inputs) >= PARALLEL_MIN:
-                vectors = self._encode_parallel(inputs)
-            elif len(inputs) < SMALL_BATCH:
-                vectors = self._encode_alone(inputs)
-            else:
-                vectors = self._encode_with(self._model, inputs)
+        if self._onnx is None and self._onnx_thread is None and self._torch_model is None:
+            self._load_torch()  # outside the lock (a model that stays on torch, loaded lazily)
+        with self._lock:  # one encode at a time on torch (each uses every core); a first
+            onnx = self._onnx  # start's export holds it until the session is ready
+            if onnx is None:
+                vectors = self._encode_on_torch(inputs)
+            elif kind == "query":
+                # Customers' questions, alone or batched (kb.batching): a batch of 32 costs
+                # ~5.6 ms of CPU per query on ONNX Runtime's one thread, ~8.3 ms on torch's two.
+                vectors = onnx.encode(inputs, workers=self.workers, query=True)
+        if onnx is not None and kind != "query":
+            # Passages on the float32 graph (torch's vectors within 1e-6), in passes of similar
+            # lengths side by side: 1.3x (MiniLM) to 2.6x (mpnet) faster than torch's batches
+            # (benchmarks/RESULTS.md), and torch is never loaded. Outside the lock: a document
+            # or a backlog being embedded does not hold up customers' questions meanwhile.
+            vectors = onnx.encode(inputs, workers=self.workers)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _encode_on_torch(self, inputs: list[str]) -> np.ndarray:
+        if self.workers > 1 and len(inputs) >= PARALLEL_MIN:
+            return self._encode_parallel(inputs)
+        if len(inputs) < SMALL_BATCH:
+            return self._encode_alone(inputs)
+        return self._encode_with(self._model, inputs)
 
     def _encode_alone(self, texts: list[str]) -> np.ndarray:
         """A few texts (a customer's query) on one torch thread. Spread over the cores, a short
@@ -262,8 +270,6 @@ class SentenceEncoder:
         runs (the bot's own event loop, the database) that wait is a scheduler time slice:
         measured on 2 busy cores, one query took 157-338 ms (p50) on two threads and 22-39 ms on
         one; on idle cores two threads save a few ms (benchmarks/RESULTS.md)."""
-        if self._onnx is not None:  # the same vectors, about twice as fast (kb.onnx)
-            return self._onnx.encode(texts)
         import torch
 
         threads = torch.get_num_threads()

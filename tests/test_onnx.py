@@ -97,10 +97,11 @@ def test_a_pipeline_it_cannot_reproduce_stays_on_torch(encoder: SentenceEncoder,
 
 def test_a_later_start_runs_queries_without_loading_torch(encoder: SentenceEncoder, tmp_path: Path) -> None:
     """The first start exported the graph and wrote its manifest; a new process then answers
-    queries with the same vectors without importing torch, which loads for the first passages."""
+    queries and embeds passages with the same vectors without ever importing torch."""
     cache = encoder.onnx_cache
     assert list(cache.glob("*.quick.json")), "the first start writes the manifest beside the graph"
-    passages = [f"Passage number {n} about refunds and invoices." for n in range(12)]
+    # more than one pass (kb.onnx.CHUNK) of passages of different lengths
+    passages = [f"Passage number {n} about refunds and invoices." + " More." * n for n in range(40)]
     script = f"""
 import json, sys
 from pathlib import Path
@@ -118,43 +119,50 @@ print(json.dumps({{"torch_before": before, "torch_after": "torch" in sys.modules
     )
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["torch_before"] is False, "queries must not need torch after the first start"
-    assert out["torch_after"] is True and out["dim"] == encoder.dim
+    assert out["torch_after"] is False, "passages run on ONNX Runtime too"
+    assert out["dim"] == encoder.dim
     with_torch = encoder._encode_with(encoder._model, QUERIES[:2])
     assert np.abs(np.asarray(out["queries"], dtype=np.float32) - with_torch).max() < 1e-5
     batch_with_torch = encoder._encode_with(encoder._model, QUERIES * 4)
     assert np.abs(np.asarray(out["batch"], dtype=np.float32) - batch_with_torch).max() < 1e-5
-    assert np.abs(np.asarray(out["passages"], dtype=np.float32) - encoder.encode(passages)).max() < 1e-5
+    with_torch = encoder._encode_with(encoder._model, passages)
+    assert np.abs(np.asarray(out["passages"], dtype=np.float32) - with_torch).max() < 1e-5
 
 
-def test_queries_go_on_while_torch_loads_for_the_first_passages(encoder: SentenceEncoder) -> None:
-    """After a start without torch, the first passages load torch (seconds); a customer's query
-    meanwhile is answered on ONNX Runtime instead of waiting for that load."""
+def test_queries_go_on_while_passages_are_embedded(encoder: SentenceEncoder) -> None:
+    """Passages (a document, the backlog) run on ONNX Runtime outside the encoder's lock: a
+    customer's query meanwhile is answered instead of waiting for the whole run of passages."""
     assert encoder.onnx_queries() is not None  # the first start's export, and its manifest
     quick = SentenceEncoder(onnx_cache=encoder.onnx_cache)
-    assert quick._torch_model is None, "the manifest of the first start gives a start without torch"
-    loading, release = threading.Event(), threading.Event()
-    real_load = quick._load
+    onnx = quick.onnx_queries()
+    assert onnx is not None and quick._torch_model is None, "a start without torch"
+    passing, release = threading.Event(), threading.Event()
+    real_run = onnx._run
 
-    def slow_load():
-        loading.set()
-        release.wait(60)
-        return real_load()
+    def held_run(feeds, session):
+        if session is onnx._session and len(feeds["input_ids"]) > 1:  # a pass of passages
+            passing.set()
+            release.wait(60)
+        return real_run(feeds, session)
 
-    quick._load = slow_load  # type: ignore[method-assign]
+    onnx._run = held_run  # type: ignore[method-assign]
     passages: list[np.ndarray] = []
-    texts = [f"Passage {n} about invoices." for n in range(12)]  # a document: not a few texts
+    texts = [f"Passage {n} about invoices." for n in range(40)]  # a document: several passes
     embedder = threading.Thread(target=lambda: passages.append(quick.encode(texts, kind="passage")))
     embedder.start()
     try:
-        assert loading.wait(30)
-        asked = threading.Thread(target=lambda: quick.encode([QUERIES[0]], kind="query"))
-        asked.start()
-        asked.join(10)
-        assert not asked.is_alive(), "the query waited for torch's load"
+        assert passing.wait(30)
+        asked: list[np.ndarray] = []
+        asker = threading.Thread(target=lambda: asked.append(quick.encode([QUERIES[0]], kind="query")))
+        asker.start()
+        asker.join(10)
+        assert not asker.is_alive(), "the query waited for the passages"
+        assert asked[0].shape == (1, encoder.dim)
     finally:
         release.set()
         embedder.join(120)
     assert len(passages) == 1 and passages[0].shape == (len(texts), encoder.dim)
+    assert np.abs(passages[0] - encoder._encode_with(encoder._model, texts)).max() < 1e-5
 
 
 def test_a_manifest_that_no_longer_gives_torchs_vectors_sends_the_start_to_torch(
