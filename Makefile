@@ -9,6 +9,11 @@ TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.installed
 
+# The suite runs on pytest-xdist workers, one per core up to four (each loads its own models,
+# ~1-2 GB at peak); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
 # The suite on PostgreSQL: a role that may CREATE DATABASE (.ci/run sets this one up).
 PG_TEST_URL ?= postgresql+asyncpg://helpdesk:helpdesk@127.0.0.1:5432/helpdesk_test
 
@@ -18,10 +23,10 @@ demo: $(STAMP)
 	$(BIN)/helpdesk demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-postgres: $(STAMP)
-	HELPDESK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(BIN)/python -m pytest -q
+	HELPDESK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(PYTEST)
 
 setup: $(STAMP)
 

@@ -48,6 +48,19 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, mode: i
     return target
 
 
+@contextlib.contextmanager
+def one_maker(target: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``target`` exclusively for the block, across processes: replicas
+    (or test workers) that find a file missing together make it once, the others waiting and
+    then finding it there. Without ``fcntl`` (not POSIX) each makes its own, as before."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "a+b") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+        yield
+
+
 def publish_folder(path: Path, write: Callable[[Path], object]) -> Path:
     """Let ``write`` fill a new generation folder ``path/gen-*``, then point ``path/current``
     at it with one rename. Returns the new generation.

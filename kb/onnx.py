@@ -35,6 +35,7 @@ otherwise (or when it cannot be made) queries run on the float32 graph, with the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -51,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from kb.files import replace_atomically
+from kb.files import one_maker, replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -457,14 +458,18 @@ def _load_session(onnxruntime: Any, graph: Path | bytes) -> Any:
 
 
 def _open(onnxruntime: Any, path: Path, make: Callable[[], None], making: str) -> Any:
-    """A session of the graph at ``path``, made by ``make`` first when missing or damaged."""
+    """A session of the graph at ``path``, made by ``make`` first when missing or damaged; by
+    one process at a time (replicas starting together on a shared folder export once)."""
     if path.exists():
         try:
             return _load_session(onnxruntime, path)
         except Exception as exc:
             log.warning("onnx: %s is unreadable (%s); %s it again", path, exc, making)
-            path.unlink()
-    make()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    with one_maker(path):
+        if not path.exists():  # another process may have made it while this one waited
+            make()
     return _load_session(onnxruntime, path)
 
 

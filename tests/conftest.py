@@ -201,8 +201,13 @@ def _shared_onnx_exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     the environment by every Settings, the CLI's child processes included), as a deployment keeps
     them across restarts: all-mpnet-base-v2's export and quantizing take ~30 s, which in every
     test on the default settings would dominate the suite. Tests of the export pass folders of
-    their own."""
-    folder = tmp_path_factory.mktemp("onnx-exports")
+    their own. Under pytest-xdist the workers share one folder, whose graphs the first to need
+    them makes (kb.files.one_maker: the others wait for it, as replicas do)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "onnx-exports"  # the run's, not the worker's
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("onnx-exports")
     before = os.environ.get("HELPDESK_KB__ONNX_DIR")
     os.environ["HELPDESK_KB__ONNX_DIR"] = str(folder)
     yield folder

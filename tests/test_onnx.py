@@ -378,7 +378,8 @@ def test_a_plan_that_fails_gives_way_to_the_next(
         "int8e-smooth.onnx failed (ValueError: a graph the smoothing cannot read); next plan" in caplog.text
     )
     assert (tmp_path / f"{base}{INT8_PLANS['late']}").exists()
-    assert not list(tmp_path.glob("*smooth*")), "no copy, no note: the next start tries it again"
+    left = [p.name for p in tmp_path.glob("*smooth*") if not p.name.endswith(".lock")]  # a lock is no note
+    assert not left, "no copy, no note: the next start tries it again"
 
 
 def test_two_models_exporting_at_once_both_get_their_graphs(encoder: SentenceEncoder, tmp_path: Path) -> None:
@@ -394,3 +395,36 @@ def test_two_models_exporting_at_once_both_get_their_graphs(encoder: SentenceEnc
     assert all(m is not None for m in made)
     for m in made:
         assert np.abs(m.encode(QUERIES) - encoder._encode_with(encoder._model, QUERIES)).max() < 1e-5
+
+
+def test_starts_finding_a_graph_missing_together_make_it_once(
+    encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    """Replicas (or test workers) starting together on one folder: the first makes the graph,
+    the others wait on its lock file and then load what it made. Threads stand for processes
+    here: each takes the lock through a file handle of its own, as a process does."""
+    import onnxruntime
+
+    from kb.files import replace_atomically
+    from kb.onnx import _open
+
+    assert encoder.onnx_queries() is not None
+    (source,) = (p for p in encoder.onnx_cache.glob("*.onnx") if ".int8" not in p.name)
+    target = tmp_path / "shared" / source.name
+    made: list[str] = []
+    started = threading.Barrier(3)
+
+    def make() -> None:
+        made.append(threading.current_thread().name)
+        time.sleep(0.5)  # an export takes a while: the others arrive meanwhile
+        replace_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
+
+    def start() -> object:
+        started.wait(10)
+        return _open(onnxruntime, target, make, "exporting")
+
+    with ThreadPoolExecutor(3) as pool:
+        sessions = list(pool.map(lambda _: start(), range(3)))
+    assert len(made) == 1, made
+    assert all(s is not None for s in sessions)
+    assert sorted(p.name for p in target.parent.iterdir()) == [f".{target.name}.lock", target.name]
