@@ -121,6 +121,7 @@ class OnnxQueries:
         self._float_session = session
         self._graph = graph
         self._loading = threading.Lock()
+        self._tokenizing = threading.Lock()
         self._query_session = session  # the int8 copy when one is in use (:meth:`use_int8`)
         self.int8 = False
         self._tokenize = tokenize  # the model's own max length and casing
@@ -279,7 +280,11 @@ class OnnxQueries:
         return out
 
     def _feeds(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        features = self._tokenize(texts)  # in the caller's thread: a tokenizer is not shared
+        # In the caller's thread, one caller at a time: passages (outside the encoder's lock) and
+        # a query may tokenize at once, and a transformers tokenizer sets its padding and
+        # truncation on the shared Rust tokenizer per call. Milliseconds, not a pass.
+        with self._tokenizing:
+            features = self._tokenize(texts)
         return {name: features[name].astype(np.int64) for name in self._inputs}
 
     def _run(self, feeds: dict[str, np.ndarray], session: Any) -> np.ndarray:
