@@ -4,8 +4,8 @@ A customer's question is a dozen tokens. torch spends most of such a pass on per
 overhead, so ONNX Runtime runs the same network about twice as fast on one CPU thread (all-MiniLM-
 L6-v2: ~15 -> ~7.5 ms; ``benchmarks/RESULTS.md``) and gives the same vectors (float32, the same
 weights; checked at load). Passages (ingest, the backlog) run on it too, in passes of similar
-lengths side by side (:meth:`OnnxQueries.encode`): 1.6x (MiniLM) to 1.8x (mpnet) faster than
-torch's batches on 2 cores, at half the memory, with torch's vectors within 1e-6
+lengths side by side (:meth:`OnnxQueries.encode`): 1.3-1.8x faster than torch's batches on 2
+cores (ingest end to end 1.3x), at about half the memory, with torch's vectors within 1e-6
 (:meth:`kb.encoder.SentenceEncoder.encode`).
 
 The graph is exported once from the model's own weights (nothing is downloaded) into a cache folder
