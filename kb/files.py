@@ -55,9 +55,17 @@ def one_maker(target: Path) -> Iterator[None]:
     then finding it there. Without ``fcntl`` (not POSIX) each makes its own, as before."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(f".{target.name}.lock"), "a+b") as handle:
+    with _locked(target.with_name(f".{target.name}.lock")):
+        yield
+
+
+@contextlib.contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (made if missing) for the block; the system
+    releases it should the process die. Without ``fcntl``, no lock."""
+    with open(lock_file, "a+b") as handle:
         if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+            fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
@@ -101,9 +109,7 @@ FRESH_SECONDS = 60.0  # a generation this young may be one whose writer has not 
 def _writing(generation: Path) -> Iterator[None]:
     """Hold ``generation``'s writing lock (released by the system should the process die)."""
     marker = generation / WRITING
-    with open(marker, "w") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    with _locked(marker):
         try:
             yield
         finally:

@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 
 from kb.encoder import SentenceEncoder
+from kb.files import replace_atomically
 from kb.onnx import (
     INT8_PLANS,
     INT8_SUFFIX,
     OnnxQueries,
     _kept_float,
     _load_session,
+    _open,
     _smooth,
     pick_int8,
 )
@@ -78,6 +80,9 @@ def test_without_onnxruntime_the_model_stays_on_torch(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # The shared encoder's own export first: hiding onnxruntime while it runs on its thread
+    # left every later test of the worker on torch (seen when this test came first).
+    assert encoder.onnx_queries() is not None
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     with caplog.at_level(logging.WARNING, logger="kb.onnx"):
         assert OnnxQueries.build(encoder._model, tmp_path, "m") is None
@@ -98,6 +103,7 @@ def test_a_pipeline_it_cannot_reproduce_stays_on_torch(encoder: SentenceEncoder,
 def test_a_later_start_runs_queries_without_loading_torch(encoder: SentenceEncoder, tmp_path: Path) -> None:
     """The first start exported the graph and wrote its manifest; a new process then answers
     queries and embeds passages with the same vectors without ever importing torch."""
+    assert encoder.onnx_queries() is not None  # the first start's export done (alone, it may not be yet)
     cache = encoder.onnx_cache
     assert list(cache.glob("*.quick.json")), "the first start writes the manifest beside the graph"
     # more than one pass (kb.onnx.CHUNK) of passages of different lengths
@@ -404,9 +410,6 @@ def test_starts_finding_a_graph_missing_together_make_it_once(
     the others wait on its lock file and then load what it made. Threads stand for processes
     here: each takes the lock through a file handle of its own, as a process does."""
     import onnxruntime
-
-    from kb.files import replace_atomically
-    from kb.onnx import _open
 
     assert encoder.onnx_queries() is not None
     (source,) = (p for p in encoder.onnx_cache.glob("*.onnx") if ".int8" not in p.name)
