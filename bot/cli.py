@@ -350,7 +350,8 @@ def ask(
     async def run() -> tuple[Decision, int]:
         async with open_services(settings) as services:
             hits = await services.kb.search(text, k=5, language=lang)
-            return decide(hits, services.thresholds), services.kb.size
+            decision = decide(hits, services.thresholds, cross_lingual=services.kb.cross_lingual(text))
+            return decision, services.kb.size
 
     decision, size = _run(run())
     if size == 0:  # on stderr: --json's output stays one JSON object
@@ -415,11 +416,22 @@ def evaluate(
         f"Recall@1 {figures['recall_at_1']:.3f}  Recall@3 {figures['recall_at_3']:.3f}  "
         f"MRR@10 {figures['mrr_at_10']:.3f}"
     )
+    done = figures["in_scope"]
+    out.print(
+        f"at the thresholds: answered {done['answered_right_rate'] + done['answered_wrong_rate']:.1%} "
+        f'({done["answered_right_rate"]:.1%} right), "did you mean" with the right entry '
+        f"{done['offered_right_rate']:.1%} (without it {done['offered_wrong_rate']:.1%}), "
+        f"escalated {done['escalated_rate']:.1%}"
+    )
     oos = figures["out_of_scope"]
     if oos["n"]:
         out.print(f"out of scope: {oos['n']} queries, answered (wrongly) {oos['answered_rate']:.1%}")
     for lang, row in figures["by_lang"].items():
-        out.print(f"  {lang}: n={row['n']} Recall@1 {row['recall_at_1']:.3f} MRR@10 {row['mrr_at_10']:.3f}")
+        out.print(
+            f"  {lang}: n={row['n']} Recall@1 {row['recall_at_1']:.3f} MRR@10 {row['mrr_at_10']:.3f}  "
+            f"answered {row['answered_right_rate'] + row['answered_wrong_rate']:.0%} "
+            f"escalated {row['escalated_rate']:.0%}"
+        )
     lat = figures["latency_ms"]
     out.print(f"latency per query: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
 

@@ -136,6 +136,8 @@ class KbSettings(_Section):
     index_dir: Path = Path("var/index")
     answer_threshold: float = Field(default=0.85, ge=0.0, le=1.0)  # benchmarks/thresholds.py picks
     suggest_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # the same for a question in another language than the KB's: benchmarks/languages.py picks
+    cross_lingual_suggest_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     answer_margin: float = Field(default=0.1, gt=0.0, le=1.0)
     # the margin rule answers from this score up; None: from suggest_threshold
     margin_floor: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -173,6 +175,11 @@ class KbSettings(_Section):
             raise ValueError(
                 f"suggest_threshold ({self.suggest_threshold}) must not exceed "
                 f"answer_threshold ({self.answer_threshold})"
+            )
+        if self.cross_lingual_suggest_threshold > self.answer_threshold:
+            raise ValueError(
+                f"cross_lingual_suggest_threshold ({self.cross_lingual_suggest_threshold}) must not "
+                f"exceed answer_threshold ({self.answer_threshold})"
             )
         floor = self.margin_floor
         if floor is not None and not self.suggest_threshold <= floor <= self.answer_threshold:

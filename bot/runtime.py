@@ -38,6 +38,7 @@ class Services:
             suggest=kb.suggest_threshold,
             margin=kb.answer_margin,
             margin_floor=kb.margin_floor,
+            cross_lingual_suggest=kb.cross_lingual_suggest_threshold,
         )
 
 

@@ -431,7 +431,7 @@ class Helpdesk:
             chat_id,
             telegram_message_id,
             text,
-            decide(hits, self.thresholds),
+            decide(hits, self.thresholds, cross_lingual=self.kb.cross_lingual(text)),
             self.escalation,
             self.offer_after,
         )

@@ -24,12 +24,14 @@ class Thresholds:
     (one clear candidate is an answer, not a question); 1.0 turns that off. ``margin_floor``:
     the margin rule applies only from this score up (None: from ``suggest``). In a small KB a
     low-scoring top hit easily leads a short list, right or not: the floor keeps such hits a
-    "did you mean"."""
+    "did you mean". ``cross_lingual_suggest``: the suggest threshold for a question written in
+    another language than the KB's (None: ``suggest``); answers are not affected."""
 
     answer: float
     suggest: float
     margin: float = 1.0
     margin_floor: float | None = None
+    cross_lingual_suggest: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.suggest <= self.answer <= 1.0:
@@ -40,6 +42,10 @@ class Thresholds:
             raise ValueError(
                 f"need suggest ({self.suggest}) <= margin_floor ({self.margin_floor}) "
                 f"<= answer ({self.answer})"
+            )
+        if self.cross_lingual_suggest is not None and not 0.0 <= self.cross_lingual_suggest <= self.answer:
+            raise ValueError(
+                f"need 0 <= cross_lingual_suggest ({self.cross_lingual_suggest}) <= answer ({self.answer})"
             )
 
     @property
@@ -59,11 +65,15 @@ class Decision:
         return self.hits[0].score if self.hits else None
 
 
-def decide(hits: Sequence[Hit], thresholds: Thresholds) -> Decision:
+def decide(hits: Sequence[Hit], thresholds: Thresholds, *, cross_lingual: bool = False) -> Decision:
+    """``cross_lingual``: the question is written in another language than the KB's."""
     ranked = tuple(sorted(hits, key=lambda h: h.score, reverse=True))
     if ranked and _confident(ranked, thresholds):
         return Decision(Action.ANSWER, ranked, ranked[:1])
-    suggestions = tuple(h for h in ranked if h.score >= thresholds.suggest)[:MAX_SUGGESTIONS]
+    suggest = thresholds.suggest
+    if cross_lingual and thresholds.cross_lingual_suggest is not None:
+        suggest = thresholds.cross_lingual_suggest
+    suggestions = tuple(h for h in ranked if h.score >= suggest)[:MAX_SUGGESTIONS]
     if suggestions:
         return Decision(Action.SUGGEST, ranked, suggestions)
     return Decision(Action.ESCALATE, ranked, ())

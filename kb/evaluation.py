@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kb.decision import Action, Thresholds, decide
+from kb.decision import Action, Decision, Thresholds, decide
 from kb.search import Hit, KnowledgeBase
 
 
@@ -66,14 +66,17 @@ def evaluate(kb: KnowledgeBase, queries: Sequence[LabelledQuery], thresholds: Th
         latencies.append((time.perf_counter() - started) * 1000)
 
     in_scope = defaultdict(list)  # lang -> [(rank or None)]
+    outcomes = defaultdict(list)  # lang -> what the bot did with each in-scope query (see outcome)
     out_answered = []
     for query, hits in zip(queries, hits_per_query, strict=True):
+        decision = decide(hits, thresholds, cross_lingual=kb.cross_lingual(query.text))
         if query.expected:
             keys = [h.article_key for h in hits]
             rank = next((i + 1 for i, key in enumerate(keys) if key in query.expected), None)
             in_scope[query.lang].append(rank)
+            outcomes[query.lang].append(outcome(decision, query.expected))
         else:
-            out_answered.append(decide(hits, thresholds).action is Action.ANSWER)
+            out_answered.append(decision.action is Action.ANSWER)
 
     def metrics(ranks: list[int | None]) -> dict[str, float]:
         n = len(ranks) or 1
@@ -83,11 +86,16 @@ def evaluate(kb: KnowledgeBase, queries: Sequence[LabelledQuery], thresholds: Th
             "mrr_at_10": sum(1 / r for r in ranks if r is not None and r <= 10) / n,
         }
 
+    def shares(done: list[str]) -> dict[str, float]:
+        n = len(done) or 1
+        return {f"{kind}_rate": round(done.count(kind) / n, 4) for kind in OUTCOMES}
+
     all_ranks = [r for ranks in in_scope.values() for r in ranks]
     overall = metrics(all_ranks)
     return {
         **{name: round(value, 4) for name, value in overall.items()},
         "n_in_scope": len(all_ranks),
+        "in_scope": shares([o for done in outcomes.values() for o in done]),
         "out_of_scope": {
             "n": len(out_answered),
             "answered_rate": round(sum(out_answered) / len(out_answered), 4) if out_answered else None,
@@ -97,6 +105,7 @@ def evaluate(kb: KnowledgeBase, queries: Sequence[LabelledQuery], thresholds: Th
                 "n": len(ranks),
                 "recall_at_1": round(metrics(ranks)["recall_at_1"], 4),
                 "mrr_at_10": round(metrics(ranks)["mrr_at_10"], 4),
+                **shares(outcomes[lang]),
             }
             for lang, ranks in sorted(in_scope.items())
         },
@@ -109,8 +118,22 @@ def evaluate(kb: KnowledgeBase, queries: Sequence[LabelledQuery], thresholds: Th
             "suggest": thresholds.suggest,
             "margin": thresholds.margin,
             "margin_floor": thresholds.floor,
+            "cross_lingual_suggest": thresholds.cross_lingual_suggest,
         },
     }
+
+
+# What the bot did with an in-scope query: answered it right or wrong, offered the right entry
+# among its "did you mean" buttons or only wrong ones, or escalated it (no answer, no button).
+OUTCOMES = ("answered_right", "answered_wrong", "offered_right", "offered_wrong", "escalated")
+
+
+def outcome(decision: Decision, expected: frozenset[str]) -> str:
+    if decision.action is Action.ANSWER:
+        return "answered_right" if decision.chosen[0].article_key in expected else "answered_wrong"
+    if decision.action is Action.SUGGEST:
+        return "offered_right" if any(h.article_key in expected for h in decision.chosen) else "offered_wrong"
+    return "escalated"
 
 
 # -- choosing the thresholds ----------------------------------------------------------------

@@ -156,6 +156,12 @@ def test_eval_reports_the_agreed_keys(tmp_path: Path) -> None:
     assert figures["n_in_scope"] == 2
     assert figures["out_of_scope"] == {"n": 1, "answered_rate": 0.0}
     assert figures["by_lang"]["en"]["n"] == 2
+    outcomes = ("answered_right", "answered_wrong", "offered_right", "offered_wrong", "escalated")
+    english = {k: v for k, v in figures["by_lang"]["en"].items() if k.endswith("_rate")}
+    for shares in (figures["in_scope"], english):
+        assert set(shares) == {f"{o}_rate" for o in outcomes}
+        assert sum(shares.values()) == pytest.approx(1.0)
+    assert figures["thresholds"]["cross_lingual_suggest"] == 0.35
     assert figures["latency_ms"]["p50"] > 0 and figures["latency_ms"]["p95"] >= figures["latency_ms"]["p50"]
 
 

@@ -63,6 +63,7 @@ def test_token_is_never_shown(tmp_path: Path) -> None:
         ('[kb]\nanswer_threshold = "high"\n', "kb.answer_threshold"),
         ("[kb]\nanswer_threshold = 1.5\n", "kb.answer_threshold"),
         ("[kb]\nanswer_threshold = 0.3\nsuggest_threshold = 0.4\n", "must not exceed"),
+        ("[kb]\ncross_lingual_suggest_threshold = 0.9\n", "cross_lingual_suggest_threshold (0.9) must not"),
         ("[kb]\nmargin_floor = 0.4\n", "margin_floor (0.4) must lie between"),
         ("[kb]\nanswer_threshold = 0.7\nmargin_floor = 0.75\n", "margin_floor (0.75) must lie between"),
         ('[telegram]\napi_url = "localhost:8081"\n', "api_url must start with http"),

@@ -78,3 +78,24 @@ def test_the_margin_rule_answers_only_from_its_floor_up() -> None:
 def test_the_floor_lies_between_suggest_and_answer(floor: float) -> None:
     with pytest.raises(ValueError, match="margin_floor"):
         Thresholds(answer=0.85, suggest=0.5, margin=0.1, margin_floor=floor)
+
+
+def test_a_cross_lingual_question_gets_its_own_suggest_threshold() -> None:
+    rule = Thresholds(answer=0.85, suggest=0.5, margin=0.1, cross_lingual_suggest=0.35)
+    hits = [hit("reset", 0.48), hit("login", 0.40), hit("refund", 0.30)]
+    assert decide(hits, rule).action is Action.ESCALATE  # in the KB's language: below 0.5
+    offered = decide(hits, rule, cross_lingual=True)
+    assert offered.action is Action.SUGGEST
+    assert [h.article_key for h in offered.chosen] == ["reset", "login"]  # 0.30 stays out
+    assert decide(hits[2:], rule, cross_lingual=True).action is Action.ESCALATE
+    # answers do not move: the margin rule keeps its floor (the suggest threshold's 0.5)
+    assert decide([hit("a", 0.45), hit("b", 0.10)], rule, cross_lingual=True).action is Action.SUGGEST
+    assert decide([hit("a", 0.60), hit("b", 0.45)], rule, cross_lingual=True).action is Action.ANSWER
+    # unset: one suggest threshold for every language
+    assert decide(hits, Thresholds(0.85, 0.5, 0.1), cross_lingual=True).action is Action.ESCALATE
+
+
+@pytest.mark.parametrize("value", [-0.1, 0.9])
+def test_the_cross_lingual_suggest_threshold_lies_between_0_and_answer(value: float) -> None:
+    with pytest.raises(ValueError, match="cross_lingual_suggest"):
+        Thresholds(answer=0.85, suggest=0.5, margin=0.1, cross_lingual_suggest=value)

@@ -227,8 +227,9 @@ async def test_customers_in_other_languages_get_the_right_entry_through_the_bot(
     settings: Settings, routed: RoutedEncoder, tmp_path: Path
 ) -> None:
     """Through the real bot: a Czech and a Chinese customer get the right entry of the English
-    example KB (its English text, with the bot's own words in their language), and a Czech
-    customer asking about an entry that has a Czech translation gets the translation."""
+    example KB (its English text, with the bot's own words in their language), a Czech question
+    whose right entry scores below the English suggest threshold gets it as a "did you mean",
+    and a Czech customer asking about an entry that has a Czech translation gets the translation."""
     from bot.sandbox import User
     from kb.models import Article
     from tests.conftest import running_bot
@@ -239,6 +240,13 @@ async def test_customers_in_other_languages_get_the_right_entry_through_the_bot(
             from sqlalchemy import select
 
             keys = (await session.scalars(select(Article.key))).all()
+        jana = User(8811, "Jana", language_code="cs")
+        # reset-password first at 0.48 (below 0.50): offered, not a hand-over
+        reply = await harness.say(jana, "Jak si obnovím zapomenuté heslo?")
+        labels = [row[0] for row in reply.buttons]
+        assert labels[0] == "How do I reset my password?", reply
+        assert 2 <= len(labels) <= 4 and labels[-1] != labels[0], reply
+
         [recover] = [key for key in keys if key.endswith("how-do-i-recover-a-deleted-file")]
         translation = tmp_path / "cs.jsonl"
         translation.write_text(
@@ -257,7 +265,6 @@ async def test_customers_in_other_languages_get_the_right_entry_through_the_bot(
         assert report.added == 1 and not report.failed
         await services.kb.sync(services.sessions)
 
-        jana = User(8811, "Jana", language_code="cs")
         reply = await harness.say(jana, "Jaké platební metody přijímáte?")
         assert "Which payment methods do you accept?" in reply.plain_text, reply.plain_text
         assert "Zdroj:" in reply.plain_text and reply.buttons == [["👍 Pomohlo", "👎 Nepomohlo"]], reply
