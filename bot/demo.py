@@ -221,6 +221,32 @@ def print_knowledge(console: Console, groups: list[dict], figures: dict, report_
         console.print(f"HTML report with charts: {report_path.resolve()}", highlight=False)
 
 
+def demo_settings(settings: Settings, folder: Path, sandbox: BotAPISandbox) -> Settings:
+    """``settings`` with a throwaway database and KB in ``folder``, against ``sandbox``."""
+    return settings.model_copy(
+        update={
+            "database": settings.database.model_copy(update={"url": f"sqlite+aiosqlite:///{folder}/demo.db"}),
+            # a throwaway KB, but the models' ONNX exports are kept where the configured KB keeps
+            # them (var/index/onnx): `helpdesk ingest` after the demo, and the next demo, load
+            # them instead of exporting again (~1.5 min here)
+            "kb": settings.kb.model_copy(
+                update={"index_dir": folder / "index", "onnx_dir": settings.kb.onnx_cache}
+            ),
+            # the scripted customer types far faster than a person: no slow-down notice
+            "security": settings.security.model_copy(update={"flood_burst": 100}),
+            "telegram": settings.telegram.model_copy(
+                update={
+                    "api_url": sandbox.url,
+                    "token": SecretStr(sandbox.token),
+                    "poll_timeout": 1,
+                    "agents_chat_id": FORUM.id,
+                    "agents": [AGENT.id],
+                }
+            ),
+        }
+    )
+
+
 async def run_demo(
     settings: Settings,
     console: Console,
@@ -234,25 +260,7 @@ async def run_demo(
         )
     with tempfile.TemporaryDirectory(prefix="helpdesk-demo-") as tmp:
         async with BotAPISandbox() as sandbox:
-            demo = settings.model_copy(
-                update={
-                    "database": settings.database.model_copy(
-                        update={"url": f"sqlite+aiosqlite:///{tmp}/demo.db"}
-                    ),
-                    "kb": settings.kb.model_copy(update={"index_dir": Path(tmp) / "index"}),
-                    # the scripted customer types far faster than a person: no slow-down notice
-                    "security": settings.security.model_copy(update={"flood_burst": 100}),
-                    "telegram": settings.telegram.model_copy(
-                        update={
-                            "api_url": sandbox.url,
-                            "token": SecretStr(sandbox.token),
-                            "poll_timeout": 1,
-                            "agents_chat_id": FORUM.id,
-                            "agents": [AGENT.id],
-                        }
-                    ),
-                }
-            )
+            demo = demo_settings(settings, Path(tmp), sandbox)
             sandbox.add_chat(FORUM, admins=[AGENT])
             console.print(f"Sandbox Bot API on {sandbox.url}; loading the model and the example FAQ...")
             async with open_services(demo, encoder=encoder) as services:

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from bot.config import Settings
-from bot.demo import run_demo
+from bot.demo import demo_settings, run_demo
 from kb.encoder import TextEncoder
 
 
@@ -30,3 +30,21 @@ async def test_the_demo_shows_the_hand_over(settings: Settings, encoder: TextEnc
     assert "Alex (via the bot): It's for a team lunch" in forum
     assert "Maria: /close" in forum and "resolved by Maria Kovacs" in forum
     assert "rated this ticket 5/5" in forum and "Rating: 5/5" in forum
+
+
+async def test_the_demo_keeps_the_models_exports_where_the_kb_keeps_them(
+    settings: Settings, tmp_path
+) -> None:
+    """The demo's KB is thrown away, its models' ONNX exports are not: `helpdesk ingest` after
+    `make demo` loads them instead of exporting the three models again."""
+    from bot.sandbox import BotAPISandbox
+
+    folder = tmp_path / "demo"
+    async with BotAPISandbox() as sandbox:
+        demo = demo_settings(settings, folder, sandbox)
+    assert demo.kb.index_dir == folder / "index"
+    assert demo.kb.onnx_cache == settings.kb.onnx_cache
+    assert demo.database.url.endswith(f"{folder}/demo.db")
+    assert demo.telegram.api_url == sandbox.url
+    default = settings.model_copy(update={"kb": settings.kb.model_copy(update={"onnx_dir": None})})
+    assert demo_settings(default, folder, sandbox).kb.onnx_cache == default.kb.index_dir / "onnx"
