@@ -896,6 +896,11 @@ class Inbox:
         while len(self._inflight) >= limit:
             await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
 
+    @property
+    def busy(self) -> bool:
+        """Whether an update is being handled (its follow-ups included: see :func:`track`)."""
+        return bool(self._inflight)
+
     async def wait_idle(self) -> None:
         while self._inflight:
             await asyncio.wait(list(self._inflight.values()))

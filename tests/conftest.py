@@ -335,6 +335,19 @@ class BotHarness:
         self.sandbox.send_message(chat=user.id, user=user, text=text)
         return await self.sandbox.wait_for_bot_message(user.id, after=before)
 
+    async def settle(self, *, quiet: float = 0.3, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+        """Until the bot has taken every update sent so far, handled each one with its
+        follow-ups, and the sandbox has been quiet for ``quiet`` seconds since: what the bot does
+        in reply is over, however slow the machine (a quiet spell alone may only be the bot
+        thinking)."""
+        inbox = self.dispatcher["inbox"]
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.sandbox.wait_idle(quiet=quiet, timeout=timeout)  # taken (offset confirmed)
+                if not inbox.busy:
+                    return
+                await inbox.wait_idle()
+
     async def topic_of(self, ticket_id: int, *, within: float = 10.0) -> int:
         """The forum topic of a ticket, once the bot has created it and posted the card."""
         from kb.models import Ticket

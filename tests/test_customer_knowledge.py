@@ -130,7 +130,7 @@ async def test_only_agents_see_profiles_and_stats(harness: BotHarness) -> None:
 
     [answer] = await eventually(stats)
     assert answer.thread_id is None and answer.plain_text.startswith("📊 Service figures")
-    await harness.sandbox.wait_idle()
+    await harness.settle()
     assert len(await stats()) == 1
     [customer] = await rows(harness, Customer, Customer.telegram_id == ANN.id)
     assert customer.tags == []
@@ -142,7 +142,7 @@ async def test_stats_in_the_agents_chat_give_7_and_30_days(harness: BotHarness) 
     agent_says(harness, topic, "Hello Ann, Alice here.")
     await harness.sandbox.wait_for(lambda c: c.method == "copyMessage" and c.params["chat_id"] == ANN.id)
     await eventually(lambda: _first_response(harness, ticket.id))
-    await harness.sandbox.wait_idle()  # the card refresh after the first response comes first
+    await harness.settle()  # the card refresh after the first response comes first
     before = topic_count(harness, topic)
     agent_says(harness, topic, "/stats")  # in a topic too; nothing reaches the customer
     stats = await next_in_topic(harness, topic, before)

@@ -66,6 +66,26 @@ async def test_an_update_is_stored_processed_and_its_reply_journaled(settings, e
         assert processed() - before == 2
 
 
+async def test_settling_waits_for_a_bot_that_thinks_longer_than_a_quiet_spell(settings, encoder) -> None:
+    """The tests' ``harness.settle``: a quiet sandbox is not yet a bot that is done. With every
+    search taking a second, a 0.3 s quiet spell comes before the answer; settling waits for it."""
+    async with running_bot(settings, encoder, forum=False) as harness:
+        kb = harness.services.kb
+        search = kb.search
+
+        async def slow(*args, **kwargs):
+            await asyncio.sleep(1.0)
+            return await search(*args, **kwargs)
+
+        kb.search = slow  # type: ignore[method-assign]
+        ann = User(509, "Ann")
+        harness.sandbox.send_message(chat=ann.id, user=ann, text=QUESTIONS[0])
+        await harness.sandbox.wait_idle(quiet=0.3)
+        assert harness.sandbox.messages_to(ann.id) == []  # taken, quiet, and not answered yet
+        await harness.settle(quiet=0.3)
+        assert len(harness.sandbox.messages_to(ann.id)) == 1
+
+
 async def test_processing_an_update_again_sends_nothing_twice(settings, encoder) -> None:
     """As after a crash between the reply and the 'done' mark: the update is processed again
     and its reply comes from the journal, not from Telegram a second time."""

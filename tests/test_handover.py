@@ -45,7 +45,7 @@ async def escalate(harness: BotHarness, user: User = ANN, question: str = PIZZA)
     tickets = await eventually(lambda: rows(harness, Ticket, Ticket.state == TicketState.WAITING))
     ticket = tickets[-1]
     topic = await harness.topic_of(ticket.id)
-    await harness.sandbox.wait_idle()  # the pin and any transcript follow the card
+    await harness.settle()  # the pin and any transcript follow the card
     return await ticket_row(harness, ticket.id), topic
 
 
@@ -338,7 +338,7 @@ async def test_notes_stay_in_the_topic(harness: BotHarness) -> None:
     agent_says(harness, topic, "// billing says it's fixed")
     agent_says(harness, topic, "/suggest_nonsense")  # an unknown command is not relayed either
     await harness.sandbox.wait_for_bot_message(harness.forum.id, thread_id=topic, after=seen + 1)
-    await harness.sandbox.wait_idle()
+    await harness.settle()
     assert len(harness.sandbox.messages_to(ANN.id)) == before
     notes = await rows(harness, Message, Message.decision == "note")
     assert [n.text for n in notes] == ["she was charged twice, check with billing", "billing says it's fixed"]
@@ -395,7 +395,7 @@ async def test_a_non_agent_is_refused_and_buttons_cannot_be_forged(harness: BotH
     )
     [_, refused] = await harness.sandbox.wait_for(lambda c: c.method == "answerCallbackQuery", count=2)
     assert refused.params["text"] == "This button doesn't belong to this topic."
-    await harness.sandbox.wait_idle()
+    await harness.settle()
     assert len(harness.sandbox.messages_to(ANN.id)) == before
     assert len(harness.sandbox.messages_to(BEN.id)) == ben_before
     assert [(await ticket_row(harness, t.id)).state for t in (first, second)] == [TicketState.WAITING] * 2
@@ -478,7 +478,7 @@ async def test_thirty_messages_in_ten_seconds_reach_the_topic_in_order_without_4
         assert not [
             c for c in calls if c.method == "sendMessage" and "went wrong" in c.params.get("text", "")
         ]
-        await sandbox.wait_idle()
+        await harness.settle()
         assert len(sandbox.messages_to(ANN.id)) == before  # nothing (no error) reached the customer
 
         async def all_recorded() -> list[Message]:
@@ -532,7 +532,7 @@ async def test_messages_in_general_or_a_closed_topic_are_not_lost(harness: BotHa
     told = await next_in_topic(harness, topic, after=seen)
     assert "This ticket is closed, so your message did not reach the customer" in told.plain_text
     assert told.reply_to_message_id == late["message"]["message_id"]
-    await harness.sandbox.wait_idle()
+    await harness.settle()
     assert len(harness.sandbox.messages_to(ANN.id)) == before
     [kept] = await rows(harness, Message, Message.decision == "undelivered")
     assert kept.text == "One more thing: keep the receipt" and kept.ticket_id == ticket.id

@@ -229,7 +229,7 @@ async def test_the_lines_of_an_update_carry_its_id_the_customer_and_the_ticket(
             [line] = await eventually(topic_line)
             assert f"customer_id={BEN.id} " in line
 
-            await harness.sandbox.wait_idle()
+            await harness.settle()
             harness.sandbox.fail_next(
                 "sendMessage", error_code=400, description="Bad Request: chat not found"
             )
@@ -265,7 +265,7 @@ async def test_neither_secret_reaches_a_log_line_or_a_person(
             )
             reply = await harness.say(CARL, "How do I reset my password?")
             assert reply.plain_text == EN.error
-            await harness.sandbox.wait_idle()
+            await harness.settle()
         seen_to_people = [
             text
             for chat in (ANN.id, CARL.id)

@@ -135,7 +135,7 @@ async def test_counters_move_when_customers_ask_escalate_and_fail(make_harness) 
         escalations = value(after_human, "helpdesk_escalations_total")
         assert escalations == value(after, "helpdesk_escalations_total") + 1
         await harness.say(BEN, "/human")  # ...asked for again: the same ticket, not a new escalation
-        await harness.sandbox.wait_idle()
+        await harness.settle()
         again = await scrape(server)
         assert value(again, "helpdesk_escalations_total") == escalations
 

@@ -156,7 +156,7 @@ async def test_mydata_sends_everything_stored_and_forget_leaves_nothing(harness:
             f"{exc}; the message: {harness.sandbox.message(ZED.id, confirm.message_id)!r}; "
             f"the last calls: {calls[-6:]}"
         ) from None
-    await harness.sandbox.wait_idle()
+    await harness.settle()
 
     # -- no row of any table mentions them (every column of every row, by reflection)
     found = await _scan(harness.services, NEEDLES)

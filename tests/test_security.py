@@ -159,7 +159,7 @@ async def test_forged_presses_in_a_private_chat_are_refused_and_change_nothing(h
     async with harness.services.sessions() as session, session.begin():
         session.add(Suggestion(question="Is there parking?", answer="No.", agent_id=0))
     [suggestion] = await rows(harness, Suggestion)
-    await sandbox.wait_idle()
+    await harness.settle()
 
     refused = EN.button_refused
     forged = [  # (the message Ann presses on, the data her client sends, the toast she must get)
@@ -183,7 +183,7 @@ async def test_forged_presses_in_a_private_chat_are_refused_and_change_nothing(h
         call = await toast_of(sandbox, update)
         assert call.ok and call.params.get("text") == toast, (data, call.describe())
         assert len(toast) <= 200 and not call.params.get("show_alert")
-    await sandbox.wait_idle()
+    await harness.settle()
     assert await snapshot(harness) == before
     assert not await rows(harness, Message, Message.decision == "picked")
     assert failed_calls(sandbox) == []
@@ -205,7 +205,7 @@ async def test_forged_presses_in_a_private_chat_are_refused_and_change_nothing(h
 async def test_in_the_agents_chat_only_agents_act_and_only_on_what_was_offered(harness: BotHarness) -> None:
     sandbox = harness.sandbox
     ticket, topic = await escalate(harness, ANN, "My password reset link has expired, what now?")
-    await sandbox.wait_idle()
+    await harness.settle()
     customer_before = len(sandbox.messages_to(ANN.id))
 
     # a non-agent's /close in the topic: refused, nothing reaches the customer, the ticket stays open
@@ -228,7 +228,7 @@ async def test_in_the_agents_chat_only_agents_act_and_only_on_what_was_offered(h
     offered = {SendAnswerCb.unpack(data).version for data in sends}
     never_offered = next(v.id for v in await rows(harness, ArticleVersion) if v.id not in offered)
     card = harness.in_topic(topic)[0]
-    await sandbox.wait_idle()
+    await harness.settle()
 
     before = await snapshot(harness)
     forged = [  # (who presses, on which message, the data, the toast)
@@ -251,7 +251,7 @@ async def test_in_the_agents_chat_only_agents_act_and_only_on_what_was_offered(h
         )
         call = await toast_of(sandbox, update)
         assert call.ok and call.params.get("text") == toast, (data, call.describe())
-    await sandbox.wait_idle()
+    await harness.settle()
     assert await snapshot(harness) == before
     assert len(sandbox.messages_to(ANN.id)) == customer_before
     assert (await rows(harness, Ticket))[0].state is TicketState.WAITING
@@ -317,7 +317,7 @@ async def test_documents_and_reviews_are_for_editors_only(
     approve = ReviewCb(action="approve", suggestion=suggestion.id).pack()
     update = sandbox.press_button(chat=EDITOR.id, user=MALLORY, message_id=review.message_id, data=approve)
     assert (await toast_of(sandbox, update)).params["text"] == EDITOR_EN.review_stranger
-    await sandbox.wait_idle()
+    await harness.settle()
     assert [s.status for s in await rows(harness, Suggestion)] == [SuggestionStatus.PENDING]
 
     # an editor's file with a name made to break HTML: acknowledged, ingested, summarised
@@ -412,13 +412,13 @@ async def test_flood_control_spares_editors_agents_and_open_tickets(tmp_path: Pa
         for question in QUESTIONS[2:]:
             sandbox.send_message(chat=CID.id, user=CID, text=question)
         await eventually(lambda: _count_stored(harness, CID, 4))
-        await sandbox.wait_idle()
+        await harness.settle()
         assert len(_notices(sandbox, CID)) == 1 and len(sandbox.messages_to(CID.id)) == 3
         update = sandbox.press_button(
             chat=CID.id, user=CID, message_id=first.message_id, button_text="👍 Helped"
         )
         assert (await toast_of(sandbox, update)).params["text"] == EN.flood_toast
-        await sandbox.wait_idle()
+        await harness.settle()
         assert not await rows(harness, Feedback)
 
         # with an open ticket everything goes to the agents: their queue merges bursts
