@@ -53,7 +53,8 @@ async def _search_halves(directory: Path, settings, scratch: Path):
         async with throwaway_kb(settings, path) as services:
             texts, languages = [q.text for q in queries], [q.lang for q in queries]
             found[h] = await asyncio.to_thread(services.kb.search_sync, texts, k=HITS, languages=languages)
-            foreign = [services.kb.cross_lingual(text) for text in texts]
+            pairs = zip(texts, languages, strict=True)
+            foreign = [services.kb.cross_lingual(text, language=lang) for text, lang in pairs]
     rows: list[tuple[LabelledQuery, bool, list[Hit], list[Hit]]] = []
     for qi, query in enumerate(queries):
         halves = {half[key] for key in query.expected if key in half}

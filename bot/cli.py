@@ -350,7 +350,9 @@ def ask(
     async def run() -> tuple[Decision, int]:
         async with open_services(settings) as services:
             hits = await services.kb.search(text, k=5, language=lang)
-            decision = decide(hits, services.thresholds, cross_lingual=services.kb.cross_lingual(text))
+            decision = decide(
+                hits, services.thresholds, cross_lingual=services.kb.cross_lingual(text, language=lang)
+            )
             return decision, services.kb.size
 
     decision, size = _run(run())

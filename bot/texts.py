@@ -12,6 +12,8 @@ from html import escape as _html_escape
 from pathlib import Path
 from typing import Any
 
+from kb.language import base_language
+
 
 @dataclass(frozen=True, slots=True)
 class Texts:
@@ -675,11 +677,7 @@ _TABLES: dict[str, Texts] = {"en": EN, "cs": CS, "de": DE, "es": ES, "ru": RU, "
 
 def texts_for(language: str | None) -> Texts:
     """The table for an IETF language tag such as ``en-GB``; English when there is none."""
-    if language:
-        base = language.split("-")[0].lower()
-        if base in _TABLES:
-            return _TABLES[base]
-    return EN
+    return _TABLES.get(base_language(language) or "", EN)
 
 
 # -- editors (private chat with the bot) ---------------------------------------------------------

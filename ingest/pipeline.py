@@ -36,7 +36,7 @@ from kb import store
 from kb.articles import Findings, check_consistency, normalise
 from kb.backlog import backfills, backlogs
 from kb.encoder import TextEncoder, encode_distinct, primary
-from kb.language import detect_language
+from kb.language import base_language, detect_language
 from kb.models import Article, ArticleVersion, EmbeddingKind
 from kb.texts import content_hash, embedding_items
 
@@ -230,8 +230,9 @@ def _file_language(entries: Sequence[Entry], options: IngestOptions) -> str | No
 
 
 def _language(entry: Entry, options: IngestOptions, file_language: str | None) -> str:
-    if entry.lang:
-        return entry.lang.lower()
+    declared = base_language(entry.lang)  # pt-BR: pt, the code customers' questions are told by
+    if declared:
+        return declared
     if file_language:
         return file_language
     if options.detect_languages:

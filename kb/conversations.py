@@ -425,13 +425,14 @@ class Helpdesk:
     async def ask(
         self, session: AsyncSession, *, person: Person, chat_id: int, telegram_message_id: int, text: str
     ) -> Reply:
-        hits = await self.kb.search(text, k=ANSWER_HITS, language=person.language_code)  # outside the tx
+        language = person.language_code
+        hits = await self.kb.search(text, k=ANSWER_HITS, language=language)  # outside the tx
         turn = _Turn(
             person,
             chat_id,
             telegram_message_id,
             text,
-            decide(hits, self.thresholds, cross_lingual=self.kb.cross_lingual(text)),
+            decide(hits, self.thresholds, cross_lingual=self.kb.cross_lingual(text, language=language)),
             self.escalation,
             self.offer_after,
         )

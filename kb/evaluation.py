@@ -69,7 +69,7 @@ def evaluate(kb: KnowledgeBase, queries: Sequence[LabelledQuery], thresholds: Th
     outcomes = defaultdict(list)  # lang -> what the bot did with each in-scope query (see outcome)
     out_answered = []
     for query, hits in zip(queries, hits_per_query, strict=True):
-        decision = decide(hits, thresholds, cross_lingual=kb.cross_lingual(query.text))
+        decision = decide(hits, thresholds, cross_lingual=kb.cross_lingual(query.text, language=query.lang))
         if query.expected:
             keys = [h.article_key for h in hits]
             rank = next((i + 1 for i, key in enumerate(keys) if key in query.expected), None)

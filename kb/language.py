@@ -18,7 +18,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["MIN_CONFIDENCE", "MIN_WORDS", "detect_language"]
+__all__ = ["MIN_CONFIDENCE", "MIN_WORDS", "base_language", "detect_language"]
 
 MIN_WORDS = 3
 MIN_CONFIDENCE = 0.5
@@ -55,6 +55,14 @@ def detect_language(text: str) -> str | None:
         return None
     code = max(scores, key=scores.__getitem__)
     return code if scores[code] >= MIN_CONFIDENCE else None
+
+
+def base_language(tag: str | None) -> str | None:
+    """The language of a tag as :func:`detect_language` names it: Telegram's ``pt-br`` or
+    ``zh-hans``, a file's ``pt_BR``, are ``pt`` and ``zh``; ``None`` for none or an empty one."""
+    if not tag:
+        return None
+    return tag.strip().replace("_", "-").split("-")[0].lower() or None
 
 
 def _word_count(text: str) -> int:

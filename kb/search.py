@@ -38,7 +38,7 @@ from kb.catalog import Catalog, Stamp, Version
 from kb.encoder import TextEncoder, building, members, score_scale
 from kb.errors import IndexMissingError
 from kb.index import IndexOptions, Row, VectorIndex, read_meta
-from kb.language import detect_language
+from kb.language import base_language, detect_language
 from kb.models import ArticleVersion, EmbeddingKind
 from kb.query_cache import QUERY_CACHE_SIZE, QueryCache
 from kb.texts import embedding_items
@@ -401,7 +401,7 @@ class KnowledgeBase:
             encoded = cache.encode([texts[i] for i in wanted]) if wanted else None
             vectors.append((wanted, encoded))
         fallbacks = languages if languages is not None else [language] * len(texts)
-        preferred = [d or fallback for d, fallback in zip(detected, fallbacks, strict=True)]
+        preferred = [d or base_language(fallback) for d, fallback in zip(detected, fallbacks, strict=True)]
         rerank: list[int] = []
         if (
             self._reranks is not None
@@ -412,11 +412,13 @@ class KnowledgeBase:
             rerank = [i for i, lang in enumerate(preferred) if self._reranks(lang)]
         return self.rank(texts, vectors, k=k, languages=preferred, rerank=rerank)
 
-    def cross_lingual(self, text: str) -> bool:
-        """Whether ``text`` is written in another language than the KB's default one (as far as
-        it can be told): its question gets the cross-lingual suggest threshold (kb.decision)."""
-        detected = _detected(text)
-        return detected is not None and detected != self.default_language
+    def cross_lingual(self, text: str, *, language: str | None = None) -> bool:
+        """Whether ``text`` is written in another language than the KB's default one: the one it
+        is written in when that can be told, else ``language`` (the customer's, Telegram's), as
+        :meth:`search` takes them. Its question gets the cross-lingual suggest threshold
+        (kb.decision)."""
+        written = _detected(text) or base_language(language)
+        return written is not None and written != self.default_language
 
     def _second_vectors(
         self, texts: Sequence[str], again: list[int], vectors: list

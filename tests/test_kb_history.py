@@ -113,7 +113,7 @@ async def test_translations_share_a_key_and_follow_the_customer(services: Servic
     rows = [
         {"key": "reset", "lang": "en", "question": "How do I reset my password?",
          "answer": "Use Forgot password."},
-        {"key": "reset", "lang": "de", "question": "Wie setze ich mein Passwort zurück?",
+        {"key": "reset", "lang": "de_DE", "question": "Wie setze ich mein Passwort zurück?",
          "answer": "Nutzen Sie „Passwort vergessen“."},
     ]  # fmt: skip
     doc.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
@@ -121,15 +121,24 @@ async def test_translations_share_a_key_and_follow_the_customer(services: Servic
     assert report.added == 2
     async with services.sessions() as session:
         assert len((await session.scalars(select(Article))).all()) == 1
-        assert len((await session.scalars(select(ArticleVersion))).all()) == 2
+        versions = (await session.scalars(select(ArticleVersion))).all()
+        assert sorted(v.language for v in versions) == ["de", "en"], "de_DE is German, as detected"
     [german] = await services.kb.search("Ich habe mein Passwort vergessen, was nun?", k=1)
     assert german.language == "de" and german.title.startswith("Wie setze")
-    [by_setting] = await services.kb.search("password", k=1, language="de")
-    assert by_setting.language == "de"
+    for telegram in ("de", "de-at", "DE_ch"):  # Telegram sends IETF tags
+        [by_setting] = await services.kb.search("password", k=1, language=telegram)
+        assert by_setting.language == "de", telegram
     [english] = await services.kb.search("I forgot my password, what now?", k=1, language="de")
     assert english.language == "en", "the language the message is written in wins"
     [fallback] = await services.kb.search("password", k=1, language="fr")
     assert fallback.language == "en"
+    # the suggest threshold follows the same language: written, else Telegram's
+    kb = services.kb
+    assert kb.cross_lingual("password", language="de-at")
+    assert not kb.cross_lingual("password", language="en-GB")
+    assert not kb.cross_lingual("password") and not kb.cross_lingual("password", language="")
+    assert kb.cross_lingual("Ich habe mein Passwort vergessen, was nun?", language="en")
+    assert not kb.cross_lingual("I forgot my password, what now?", language="de")
 
 
 async def test_consistency_findings(services: Services, tmp_path: Path) -> None:

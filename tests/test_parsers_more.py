@@ -25,7 +25,7 @@ from ingest.parsers import html as html_parser
 from ingest.parsers import jsonl as jsonl_parser
 from ingest.parsers import pdf as pdf_parser
 from ingest.parsers import plaintext as plaintext_parser
-from kb.language import detect_language
+from kb.language import base_language, detect_language
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEVEN_ZIP_FAQ = SHARED / "data" / "docs" / "7zip-faq" / "docs" / "chm" / "general" / "faq.htm"
@@ -709,6 +709,23 @@ def test_pdf_garbage(tmp_path: Path, content: bytes) -> None:
 )
 def test_detect_language(text: str, language: str | None) -> None:
     assert detect_language(text) == language
+
+
+@pytest.mark.parametrize(
+    ("tag", "language"),
+    [
+        ("en", "en"),
+        ("pt-br", "pt"),
+        ("zh-hans", "zh"),
+        ("pt_BR", "pt"),
+        (" DE-at ", "de"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_base_language(tag: str | None, language: str | None) -> None:
+    """Telegram's IETF tags and files' locale names, as detect_language names the language."""
+    assert base_language(tag) == language
 
 
 def test_a_question_without_an_answer_is_skipped_with_a_warning(tmp_path: Path) -> None:
