@@ -340,22 +340,23 @@ def ask(
 ) -> None:
     """Show what the bot would do with a question: the decision and the top hits."""
     from bot.runtime import open_services
-    from kb.decision import Decision, decide
+    from kb.decision import Decision, Thresholds, decide
 
     settings = _settings()
     _setup_logging(logging.WARNING)
     if not text.strip():
         raise _fail("the question is empty", 2)
 
-    async def run() -> tuple[Decision, int]:
+    async def run() -> tuple[Decision, int, str | None, bool, Thresholds]:
         async with open_services(settings) as services:
-            hits = await services.kb.search(text, k=5, language=lang)
-            decision = decide(
-                hits, services.thresholds, cross_lingual=services.kb.cross_lingual(text, language=lang)
-            )
-            return decision, services.kb.size
+            kb, thresholds = services.kb, services.thresholds
+            hits = await kb.search(text, k=5, language=lang)
+            cross_lingual = kb.cross_lingual(text, language=lang)
+            decision = decide(hits, thresholds, cross_lingual=cross_lingual)
+            return decision, kb.size, kb.language_of(text, language=lang), cross_lingual, thresholds
 
-    decision, size = _run(run())
+    decision, size, language, cross_lingual, thresholds = _run(run())
+    suggest = thresholds.suggest_for(cross_lingual=cross_lingual)
     if size == 0:  # on stderr: --json's output stays one JSON object
         err.print(
             "[yellow]the knowledge base is empty[/]: add entries with `helpdesk ingest FILE...` "
@@ -369,6 +370,9 @@ def ask(
                 {
                     "decision": decision.action.value,
                     "chosen": [h.article_key for h in decision.chosen],
+                    "language": language,
+                    "cross_lingual": cross_lingual,
+                    "suggest_threshold": suggest,
                     "hits": [{**h.as_log(), "title": h.title} for h in decision.hits],
                 },
                 ensure_ascii=False,
@@ -377,6 +381,16 @@ def ask(
         return
     chosen = ", ".join(h.title for h in decision.chosen) or "-"
     out.print(f"[bold]{decision.action.value}[/]: {chosen}", highlight=False)
+    read = f"taken to be in {language}" if language else "language not told"
+    other = f", not the KB's {settings.kb.default_language}" if cross_lingual else ""
+    lead = ""
+    if thresholds.margin < 1:
+        lead = f" (or from {thresholds.floor:.2f} with a lead of {thresholds.margin:.2f})"
+    out.print(
+        f'{read}{other}: answer from {thresholds.answer:.2f}{lead}, "did you mean" from {suggest:.2f}',
+        highlight=False,
+        soft_wrap=True,
+    )
     table = Table("score", "article", "v", "title", "matched")
     for hit in decision.hits:
         table.add_row(f"{hit.score:.3f}", hit.article_key, str(hit.version), hit.title, hit.matched)

@@ -48,6 +48,12 @@ class Thresholds:
                 f"need 0 <= cross_lingual_suggest ({self.cross_lingual_suggest}) <= answer ({self.answer})"
             )
 
+    def suggest_for(self, *, cross_lingual: bool) -> float:
+        """The suggest threshold for a question in the KB's language, or in another one."""
+        if cross_lingual and self.cross_lingual_suggest is not None:
+            return self.cross_lingual_suggest
+        return self.suggest
+
     @property
     def floor(self) -> float:
         """The lowest top score the margin rule answers."""
@@ -70,9 +76,7 @@ def decide(hits: Sequence[Hit], thresholds: Thresholds, *, cross_lingual: bool =
     ranked = tuple(sorted(hits, key=lambda h: h.score, reverse=True))
     if ranked and _confident(ranked, thresholds):
         return Decision(Action.ANSWER, ranked, ranked[:1])
-    suggest = thresholds.suggest
-    if cross_lingual and thresholds.cross_lingual_suggest is not None:
-        suggest = thresholds.cross_lingual_suggest
+    suggest = thresholds.suggest_for(cross_lingual=cross_lingual)
     suggestions = tuple(h for h in ranked if h.score >= suggest)[:MAX_SUGGESTIONS]
     if suggestions:
         return Decision(Action.SUGGEST, ranked, suggestions)

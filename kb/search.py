@@ -401,7 +401,7 @@ class KnowledgeBase:
             encoded = cache.encode([texts[i] for i in wanted]) if wanted else None
             vectors.append((wanted, encoded))
         fallbacks = languages if languages is not None else [language] * len(texts)
-        preferred = [d or base_language(fallback) for d, fallback in zip(detected, fallbacks, strict=True)]
+        preferred = [self.language_of(t, language=f) for t, f in zip(texts, fallbacks, strict=True)]
         rerank: list[int] = []
         if (
             self._reranks is not None
@@ -412,12 +412,16 @@ class KnowledgeBase:
             rerank = [i for i, lang in enumerate(preferred) if self._reranks(lang)]
         return self.rank(texts, vectors, k=k, languages=preferred, rerank=rerank)
 
+    def language_of(self, text: str, *, language: str | None = None) -> str | None:
+        """The language ``text`` is taken to be in, as :meth:`search` takes it: the one it is
+        written in when that can be told, else ``language`` (the customer's, Telegram's); an
+        ISO 639-1 code, or None when neither tells."""
+        return _detected(text) or base_language(language)
+
     def cross_lingual(self, text: str, *, language: str | None = None) -> bool:
-        """Whether ``text`` is written in another language than the KB's default one: the one it
-        is written in when that can be told, else ``language`` (the customer's, Telegram's), as
-        :meth:`search` takes them. Its question gets the cross-lingual suggest threshold
-        (kb.decision)."""
-        written = _detected(text) or base_language(language)
+        """Whether ``text`` is taken to be in another language than the KB's default one
+        (:meth:`language_of`): its question gets the cross-lingual suggest threshold (kb.decision)."""
+        written = self.language_of(text, language=language)
         return written is not None and written != self.default_language
 
     def _second_vectors(

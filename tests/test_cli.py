@@ -97,6 +97,16 @@ def test_ask_shows_the_decision_and_the_hits() -> None:
     assert answer["decision"] == "answer"
     assert answer["hits"][0]["title"] == "How do I reset my password?"
     assert answer["hits"][0]["score"] >= answer["hits"][1]["score"]
+    assert (answer["language"], answer["cross_lingual"], answer["suggest_threshold"]) == ("en", False, 0.5)
+    # another language than the KB's: the cross-lingual suggest threshold, said in the output
+    czech = runner.invoke(app, ["ask", "Jak si obnovím zapomenuté heslo?"])
+    assert czech.exit_code == 0, czech.output
+    assert czech.stdout.startswith("suggest: How do I reset my password?"), czech.stdout
+    assert "taken to be in cs, not the KB's en: answer from 0.85" in czech.stdout
+    assert '"did you mean" from 0.35' in czech.stdout
+    # too short to tell: the customer's language, a Telegram tag read as its language
+    short = json.loads(runner.invoke(app, ["ask", "--json", "--lang", "pt-BR", "senha"]).stdout)
+    assert (short["language"], short["cross_lingual"], short["suggest_threshold"]) == ("pt", True, 0.35)
     # The defaults (kb.onnx_queries, kb.int8_queries): queries on the int8 copy of the export.
     assert len(list(load_settings().kb.onnx_cache.glob("*MiniLM*.int8e.onnx"))) == 1
     with_float = runner.invoke(
