@@ -13,10 +13,7 @@ from ingest.parsers import SUPPORTED_SUFFIXES, make_entry, parse_file
 from ingest.parsers import jsonl as jsonl_parser
 from ingest.parsers import markdown as markdown_parser
 from ingest.parsers import tabular as tabular_parser
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHARED_DOCS = SHARED / "data" / "docs"
-SHARED_EVAL = SHARED / "data" / "eval"
+from tests.conftest import shared_path
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -30,13 +27,6 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 def by_question(entries: list[Entry]) -> dict[str, Entry]:
     return {entry.question: entry for entry in entries}
-
-
-def shared_file(*parts: str) -> Path:
-    path = SHARED.joinpath("data", *parts)
-    if not path.is_file():
-        pytest.skip(f"shared test data not available: {path} (expected /work/shared beside the repo)")
-    return path
 
 
 # --- dispatch and shared normalisation ----------------------------------------------------------
@@ -494,7 +484,7 @@ def test_jsonl_without_records_fails(tmp_path: Path) -> None:
 
 
 def test_real_homebrew_faq() -> None:
-    entries = parse_file(shared_file("docs", "homebrew-faq", "docs", "FAQ.md"))
+    entries = parse_file(shared_path("docs", "homebrew-faq", "docs", "FAQ.md"))
     assert len(entries) == 28
     questions = by_question(entries)
     assert "How do I uninstall Homebrew?" in questions
@@ -508,7 +498,7 @@ def test_real_homebrew_faq() -> None:
 
 
 def test_real_electron_faq() -> None:
-    entries = parse_file(shared_file("docs", "electron-faq", "docs", "faq.md"))
+    entries = parse_file(shared_path("docs", "electron-faq", "docs", "faq.md"))
     assert len(entries) == 10
     assert "Electron FAQ" not in by_question(entries)
     assert "[memory-management]:" not in entries[-1].answer
@@ -517,21 +507,21 @@ def test_real_electron_faq() -> None:
 
 
 def test_real_rclone_faq() -> None:
-    entries = parse_file(shared_file("docs", "rclone-faq", "docs", "content", "faq.md"))
+    entries = parse_file(shared_path("docs", "rclone-faq", "docs", "content", "faq.md"))
     assert len(entries) == 18
     dns = by_question(entries)["tcp lookup some.domain.com no such host"]
     assert "# both should print a long list of possible IP addresses" in dns.answer
 
 
 def test_real_csv_faq() -> None:
-    entries = parse_file(shared_file("docs", "csv-faq", "faq_db.csv"))
+    entries = parse_file(shared_path("docs", "csv-faq", "faq_db.csv"))
     assert len(entries) > 0
     assert all(entry.key is None and entry.question and entry.answer for entry in entries)
     assert entries[0].source_anchor == "line 2"
 
 
 def test_real_stackfaq_jsonl() -> None:
-    path = shared_file("eval", "stackfaq", "faqs.jsonl")
+    path = shared_path("eval", "stackfaq", "faqs.jsonl")
     entries = parse_file(path)
     lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     assert len(entries) == len(lines) == 125

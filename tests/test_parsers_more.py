@@ -26,9 +26,8 @@ from ingest.parsers import jsonl as jsonl_parser
 from ingest.parsers import pdf as pdf_parser
 from ingest.parsers import plaintext as plaintext_parser
 from kb.language import base_language, detect_language
+from tests.conftest import shared_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SEVEN_ZIP_FAQ = SHARED / "data" / "docs" / "7zip-faq" / "docs" / "chm" / "general" / "faq.htm"
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -347,11 +346,7 @@ def test_html_crlf_line_numbers(tmp_path: Path) -> None:
 
 
 def test_real_7zip_faq() -> None:
-    if not SEVEN_ZIP_FAQ.is_file():
-        pytest.skip(
-            f"shared test data not available: {SEVEN_ZIP_FAQ} (expected /work/shared beside the repo)"
-        )
-    entries = parse_file(SEVEN_ZIP_FAQ)
+    entries = parse_file(shared_path("docs", "7zip-faq", "docs", "chm", "general", "faq.htm"))
     assert len(entries) == 10
     questions = by_question(entries)
     assert entries[0].question == "Can I use 7-Zip in a commercial organization?"
