@@ -23,6 +23,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 # Run as a script, this folder comes first on sys.path and benchmarks/ingest.py would shadow the
@@ -31,6 +32,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bot.config import load_settings
 from bot.evaluation import reranking_any_batch, throwaway_kb
+from bot.runtime import thresholds_of
 from kb.decision import Thresholds, decide
 from kb.evaluation import LabelledQuery, outcome, read_queries
 from kb.search import Hit
@@ -53,8 +55,9 @@ async def _search_halves(directory: Path, settings, scratch: Path):
         async with throwaway_kb(settings, path) as services:
             texts, languages = [q.text for q in queries], [q.lang for q in queries]
             found[h] = await asyncio.to_thread(services.kb.search_sync, texts, k=HITS, languages=languages)
-            pairs = zip(texts, languages, strict=True)
-            foreign = [services.kb.cross_lingual(text, language=lang) for text, lang in pairs]
+            if h == 0:  # the same for both halves: the question's language and the KB's
+                pairs = zip(texts, languages, strict=True)
+                foreign = [services.kb.cross_lingual(text, language=lang) for text, lang in pairs]
     rows: list[tuple[LabelledQuery, bool, list[Hit], list[Hit]]] = []
     for qi, query in enumerate(queries):
         halves = {half[key] for key in query.expected if key in half}
@@ -103,14 +106,14 @@ def _line(label: str, s: dict) -> str:
 
 async def main_async(directories: list[Path], most_escalated: float, scratch: Path) -> None:
     settings = load_settings()
-    kb = settings.kb
+    kb, configured = settings.kb, thresholds_of(settings)
     for directory in directories:
         rows = await _search_halves(directory, reranking_any_batch(settings), scratch)
         print(
             f"\n{directory.name}: {len(rows)} questions ({sum(f for _, f, _, _ in rows)} told to be in "
             f"another language than the KB's), each in scope in one half's KB and held out of the "
-            f"other's; answer {kb.answer_threshold}, margin {kb.answer_margin} from "
-            f"{kb.margin_floor or kb.suggest_threshold}, suggest {kb.suggest_threshold}"
+            f"other's; answer {configured.answer}, margin {configured.margin} from "
+            f"{configured.floor}, suggest {configured.suggest}"
         )
         print(
             f"{'x-suggest':>7} {'answered':>8} {'right':>6} {'suggest':>8} {'right shown':>10} "
@@ -118,10 +121,7 @@ async def main_async(directories: list[Path], most_escalated: float, scratch: Pa
         )
         summaries = {}
         for threshold in GRID:
-            thresholds = Thresholds(
-                kb.answer_threshold, kb.suggest_threshold, kb.answer_margin, kb.margin_floor, threshold
-            )
-            summaries[threshold] = _summary(rows, thresholds)
+            summaries[threshold] = _summary(rows, replace(configured, cross_lingual_suggest=threshold))
             mark = "  <- configured" if threshold == kb.cross_lingual_suggest_threshold else ""
             print(_line(f"{threshold:.2f}", summaries[threshold]) + mark)
         fit = [t for t in GRID if summaries[t]["escalated"] <= most_escalated + 1e-9]

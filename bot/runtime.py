@@ -32,14 +32,19 @@ class Services:
 
     @property
     def thresholds(self) -> Thresholds:
-        kb = self.settings.kb
-        return Thresholds(
-            answer=kb.answer_threshold,
-            suggest=kb.suggest_threshold,
-            margin=kb.answer_margin,
-            margin_floor=kb.margin_floor,
-            cross_lingual_suggest=kb.cross_lingual_suggest_threshold,
-        )
+        return thresholds_of(self.settings)
+
+
+def thresholds_of(settings: Settings) -> Thresholds:
+    """The decision's thresholds as configured (``[kb]``)."""
+    kb = settings.kb
+    return Thresholds(
+        answer=kb.answer_threshold,
+        suggest=kb.suggest_threshold,
+        margin=kb.answer_margin,
+        margin_floor=kb.margin_floor,
+        cross_lingual_suggest=kb.cross_lingual_suggest_threshold,
+    )
 
 
 @asynccontextmanager
