@@ -16,13 +16,14 @@ The secondary (multilingual) model's vectors come after all the files, a batch p
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,16 @@ def derive_key(entry: Entry) -> str:
     return f"{slugify(Path(entry.source_file).stem, limit=40)}/{slugify(entry.question)}"
 
 
+def qualified_keys(entry: Entry) -> tuple[str, str]:
+    """Keys for an entry whose :func:`derive_key` another file holds (see :func:`_own_keys`): the
+    file's folder and name (``b-faq/...``), then those and a digest of its path."""
+    source = Path(entry.source_file)
+    question = slugify(entry.question)
+    folder = slugify(f"{source.parent.name}-{source.stem}", limit=40)
+    digest = hashlib.sha256(str(source.absolute()).encode()).hexdigest()[:8]
+    return f"{folder}/{question}", f"{folder}-{digest}/{question}"
+
+
 @dataclass(frozen=True, slots=True)
 class Skipped:
     path: str
@@ -300,6 +311,7 @@ async def ingest_file(
 
     planned = _plan(entries, options, result)
     async with sessions() as session:
+        planned = await _own_keys(session, planned, result)
         known = await store.current_hashes(session, keys=[p.key for p in planned])
         todo = [p for p in planned if known.get((p.key, p.language)) != p.digest]
         todo = await _merge_duplicates(session, todo, known, result)
@@ -330,6 +342,54 @@ async def ingest_file(
         log.exception("ingest of %s failed; nothing of it was written", path)
         return result.fail(f"database error: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     return result
+
+
+async def _own_keys(session: AsyncSession, planned: list[_Planned], result: FileResult) -> list[_Planned]:
+    """A derived key is the file's name and the question, so two files of one name (a faq.md per
+    product) give "How do I install it?" one key, and the second file's answer would replace the
+    first's. An entry whose derived key another file holds, a file that still exists, is kept
+    under :func:`qualified_keys` instead, with a warning (once: a key a file holds stays its).
+    A file that is gone has moved: its keys, derived or explicit, go to the file they are found
+    in now (so that file's later edits retire them). An editor's explicit keys are theirs to
+    share: they are never qualified."""
+    candidates = {
+        id(p): (p.key,) if p.entry.key is not None else (p.key, *qualified_keys(p.entry)) for p in planned
+    }
+    owners = await store.current_sources(session, keys=[k for keys in candidates.values() for k in keys])
+    chosen: dict[int, _Planned] = {}
+    moved: dict[str, list[tuple[str, str]]] = {}
+    for item in planned:
+        keys, source, language = candidates[id(item)], item.entry.source_file, item.language
+        held = [k for k in keys if owners.get((k, language)) == source]
+        key = (
+            held[0] if held else next((k for k in keys if _free(owners.get((k, language)), source)), keys[-1])
+        )
+        owner = owners.get((key, language))
+        if owner is not None and owner != source and _gone(owner):
+            moved.setdefault(source, []).append((key, language))
+        if key != item.key:
+            chosen[id(item)] = replace(item, key=key)
+            if not held:
+                warning = (
+                    f"{source}: {item.entry.question!r} would have the key {item.key}, which an entry "
+                    f"of {owners[(item.key, language)]} has; kept as {key}"
+                )
+                log.warning("%s", warning)
+                result.warnings.append(warning)
+    if moved:
+        for source, pairs in moved.items():
+            await store.move_source(session, pairs=pairs, source_file=source)
+        await session.commit()
+    return [chosen.get(id(p), p) for p in planned]
+
+
+def _free(owner: str | None, source: str) -> bool:
+    """Whether a key whose current version came from ``owner`` may be ``source``'s."""
+    return owner is None or owner == source or _gone(owner)
+
+
+def _gone(source: str) -> bool:
+    return not Path(source).exists()
 
 
 async def _merge_duplicates(

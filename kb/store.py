@@ -74,6 +74,32 @@ async def current_hashes(session: AsyncSession, *, keys: Sequence[str]) -> dict[
     }
 
 
+async def current_sources(session: AsyncSession, *, keys: Sequence[str]) -> dict[tuple[str, str], str]:
+    """(key, language) -> the source file of the current version, for the given article keys."""
+    rows = await session.execute(
+        select(Article.key, ArticleVersion.language, ArticleVersion.source_file)
+        .join(ArticleVersion, ArticleVersion.article_id == Article.id)
+        .where(Article.key.in_(list(keys)), ArticleVersion.is_current.is_(True))
+    )
+    return {(key, lang): source for key, lang, source in rows}
+
+
+async def move_source(session: AsyncSession, *, pairs: Sequence[tuple[str, str]], source_file: str) -> None:
+    """Record ``source_file`` as the source of the current versions of these (key, language) pairs
+    (their file moved there)."""
+    for key, language in pairs:
+        article = select(Article.id).where(Article.key == key).scalar_subquery()
+        await session.execute(
+            update(ArticleVersion)
+            .where(
+                ArticleVersion.article_id == article,
+                ArticleVersion.language == language,
+                ArticleVersion.is_current.is_(True),
+            )
+            .values(source_file=source_file)
+        )
+
+
 async def add_version(
     session: AsyncSession,
     *,

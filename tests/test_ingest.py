@@ -51,6 +51,59 @@ async def test_a_changed_entry_gets_a_new_version(services: Services, tmp_path: 
     assert versions[1].alt_questions == ["Payment options", "Can I pay by card"]
 
 
+async def test_two_files_of_one_name_keep_their_own_answers(services: Services, tmp_path: Path) -> None:
+    """A faq.md per product: the same question in both derives one key; the second file's answer
+    must not replace the first's. A file moved elsewhere takes its keys along."""
+    a, b = tmp_path / "alpha" / "faq.md", tmp_path / "beta" / "faq.md"
+    for doc, name in ((a, "Alpha"), (b, "Beta")):
+        doc.parent.mkdir()
+        doc.write_text(
+            f"## How do I install it?\n\nRun the {name} installer.\n\n## What is {name}?\n\nA tool.\n"
+        )
+    report = await ingest(services, a, b)
+    assert (report.added, report.updated, report.failed) == (4, 0, [])
+    [warning] = [w for f in report.files for w in f.warnings]
+    assert (
+        "faq/how-do-i-install-it" in warning
+        and str(a) in warning
+        and "beta-faq/how-do-i-install-it" in warning
+    )
+
+    async def answers() -> dict[str, str]:
+        async with services.sessions() as session:
+            rows = await session.execute(
+                select(Article.key, ArticleVersion.answer)
+                .join(ArticleVersion, ArticleVersion.article_id == Article.id)
+                .where(ArticleVersion.is_current.is_(True), Article.key.like("%install%"))
+            )
+            return dict(rows.all())
+
+    installs = {
+        "faq/how-do-i-install-it": "Run the Alpha installer.",
+        "beta-faq/how-do-i-install-it": "Run the Beta installer.",
+    }
+    assert await answers() == installs
+    again = await ingest(services, b, a)  # in either order, each file finds its own entries
+    assert (again.added, again.updated, again.retired, again.unchanged) == (0, 0, 0, 4)
+    assert await answers() == installs
+
+    moved = tmp_path / "docs" / "faq.md"
+    moved.parent.mkdir()
+    a.rename(moved)  # alpha's file moved: its entries follow it, nothing is added
+    after = await ingest(services, moved)
+    assert (after.added, after.updated, after.unchanged) == (0, 0, 2)
+    assert not [w for f in after.files for w in f.warnings]
+    assert await answers() == installs
+    assert await count(services, Article) == 4
+    beta = await ingest(services, b)  # its own keys stay its own, though alpha's old path is gone
+    assert (beta.added, beta.updated, beta.unchanged) == (0, 0, 2)
+    assert not [w for f in beta.files for w in f.warnings]
+    assert await answers() == installs
+    moved.write_text("## How do I install it?\n\nRun the Alpha installer.\n")  # an entry dropped
+    edited = await ingest(services, moved)
+    assert (edited.unchanged, edited.retired) == (1, 1), "the moved file's entries are its own now"
+
+
 async def test_a_broken_file_writes_nothing_and_others_proceed(services: Services, tmp_path: Path) -> None:
     good = tmp_path / "good.csv"
     good.write_text(CSV)
