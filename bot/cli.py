@@ -408,7 +408,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ) -> None:
     """Measure retrieval on a labelled set, in a throwaway KB built by the normal ingest."""
-    from bot.evaluation import eval_sources, throwaway_kb, unknown_entries
+    from bot.evaluation import check_labels, eval_sources, throwaway_kb
     from kb.evaluation import evaluate as run_eval
     from kb.evaluation import read_queries
 
@@ -425,11 +425,7 @@ def evaluate(
 
     async def run() -> dict[str, Any]:
         async with throwaway_kb(settings, sources) as services:
-            unknown = await unknown_entries(services, queries)
-            if unknown:
-                shown = ", ".join(repr(key) for key in unknown[:3])
-                more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-                raise HelpdeskError(f"{queries_file}: no entry of the KB has the key {shown}{more}")
+            await check_labels(services, queries, queries_file)
             return await asyncio.to_thread(run_eval, services.kb, queries, services.thresholds)
 
     figures = _run(run())

@@ -43,13 +43,18 @@ def eval_sources(directory: Path) -> list[Path]:
     return sources
 
 
-async def unknown_entries(services: Services, queries: Sequence[LabelledQuery]) -> list[str]:
-    """The entry keys the queries expect that the KB does not hold (a typo in a label would
-    otherwise count as a miss of the search), sorted."""
+async def check_labels(services: Services, queries: Sequence[LabelledQuery], source: Path) -> None:
+    """Raise a :class:`HelpdeskError` naming the entry keys the queries (read from ``source``)
+    expect that the KB does not hold: a typo in a label would otherwise count as a miss of the
+    search."""
     expected = {key for query in queries for key in query.expected}
     async with services.sessions() as session:
         known = await store.article_ids(session, keys=expected)
-    return sorted(expected - set(known))
+    unknown = sorted(expected - set(known))
+    if unknown:
+        shown = ", ".join(repr(key) for key in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise HelpdeskError(f"{source}: no entry of the KB has the key {shown}{more}")
 
 
 def reranking_any_batch(settings: Settings) -> Settings:

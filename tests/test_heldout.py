@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import Settings, load_settings
 from bot.errors import HelpdeskError
-from bot.evaluation import eval_sources, throwaway_kb, unknown_entries
+from bot.evaluation import check_labels, eval_sources, throwaway_kb
 from kb.encoder import TextEncoder
 from kb.evaluation import LabelledQuery, evaluate, read_queries
 from tests.conftest import EXAMPLE_FAQ, make_settings, shared_path
@@ -46,14 +46,17 @@ def test_a_set_is_built_from_its_faqs_or_the_documents_it_lists(tmp_path: Path) 
 async def test_a_label_no_entry_has_is_named_not_counted_as_a_miss(
     tmp_path: Path, encoder: TextEncoder
 ) -> None:
-    queries = [
-        LabelledQuery("forgot my password", frozenset({"faq/how-do-i-reset-my-password"}), "en"),
-        LabelledQuery("change my email", frozenset({"faq/how-do-i-change-my-emial"}), "en"),  # a typo
-        LabelledQuery("weather in Paris", frozenset(), "en"),
-    ]
+    right = LabelledQuery("forgot my password", frozenset({"faq/how-do-i-reset-my-password"}), "en")
+    outside = LabelledQuery("weather in Paris", frozenset(), "en")
+    typos = [LabelledQuery("change my email", frozenset({f"faq/typo-{n}"}), "en") for n in range(5)]
+    source = tmp_path / "queries.jsonl"
     async with throwaway_kb(make_settings(tmp_path), [EXAMPLE_FAQ], encoder=encoder) as services:
-        assert await unknown_entries(services, queries) == ["faq/how-do-i-change-my-emial"]
-        assert await unknown_entries(services, queries[::2]) == []
+        await check_labels(services, [right, outside], source)  # every label names an entry
+        with pytest.raises(HelpdeskError) as one:
+            await check_labels(services, [right, typos[0], outside], source)
+        assert str(one.value) == f"{source}: no entry of the KB has the key 'faq/typo-0'"
+        with pytest.raises(HelpdeskError, match=r"'faq/typo-0', 'faq/typo-1', 'faq/typo-2' and 2 more$"):
+            await check_labels(services, [right, *typos], source)
 
 
 @pytest.mark.slow
@@ -70,7 +73,7 @@ async def test_the_held_out_set_keeps_its_floor(tmp_path: Path) -> None:
     queries = read_queries(HELD_OUT / "queries.jsonl")
     async with throwaway_kb(settings, eval_sources(HELD_OUT)) as services:
         assert services.kb.size == 66
-        assert await unknown_entries(services, queries) == []
+        await check_labels(services, queries, HELD_OUT / "queries.jsonl")
         figures = await asyncio.to_thread(evaluate, services.kb, queries, services.thresholds)
     assert figures["n_in_scope"] == 198 and figures["out_of_scope"]["n"] == 60
     assert figures["recall_at_1"] >= 0.80
