@@ -352,14 +352,20 @@ async def _own_keys(session: AsyncSession, planned: list[_Planned], result: File
     A file that is gone has moved: its keys, derived or explicit, go to the file they are found
     in now (so that file's later edits retire them). An editor's explicit keys are theirs to
     share: they are never qualified."""
+    owners = await store.current_sources(session, keys=[p.key for p in planned])
+    # Only an entry whose derived key another file holds (or held) looks further.
     candidates = {
-        id(p): (p.key,) if p.entry.key is not None else (p.key, *qualified_keys(p.entry)) for p in planned
+        id(p): (p.key, *qualified_keys(p.entry))
+        for p in planned
+        if p.entry.key is None and owners.get((p.key, p.language), p.entry.source_file) != p.entry.source_file
     }
-    owners = await store.current_sources(session, keys=[k for keys in candidates.values() for k in keys])
+    if candidates:
+        further = [k for keys in candidates.values() for k in keys[1:]]
+        owners.update(await store.current_sources(session, keys=further))
     chosen: dict[int, _Planned] = {}
     moved: dict[str, list[tuple[str, str]]] = {}
     for item in planned:
-        keys, source, language = candidates[id(item)], item.entry.source_file, item.language
+        keys, source, language = candidates.get(id(item), (item.key,)), item.entry.source_file, item.language
         held = [k for k in keys if owners.get((k, language)) == source]
         key = (
             held[0] if held else next((k for k in keys if _free(owners.get((k, language)), source)), keys[-1])

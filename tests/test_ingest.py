@@ -89,16 +89,15 @@ async def test_two_files_of_one_name_keep_their_own_answers(services: Services, 
 
     moved = tmp_path / "docs" / "faq.md"
     moved.parent.mkdir()
-    a.rename(moved)  # alpha's file moved: its entries follow it, nothing is added
-    after = await ingest(services, moved)
+    a.rename(moved)  # alpha's file moved
+    beta = await ingest(services, b)  # first: its own keys stay its own, though alpha's path is gone
+    assert (beta.added, beta.updated, beta.unchanged) == (0, 0, 2)
+    assert not [w for f in beta.files for w in f.warnings]
+    after = await ingest(services, moved)  # alpha's entries follow it: nothing added
     assert (after.added, after.updated, after.unchanged) == (0, 0, 2)
     assert not [w for f in after.files for w in f.warnings]
     assert await answers() == installs
     assert await count(services, Article) == 4
-    beta = await ingest(services, b)  # its own keys stay its own, though alpha's old path is gone
-    assert (beta.added, beta.updated, beta.unchanged) == (0, 0, 2)
-    assert not [w for f in beta.files for w in f.warnings]
-    assert await answers() == installs
     moved.write_text("## How do I install it?\n\nRun the Alpha installer.\n")  # an entry dropped
     edited = await ingest(services, moved)
     assert (edited.unchanged, edited.retired) == (1, 1), "the moved file's entries are its own now"
