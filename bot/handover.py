@@ -822,6 +822,7 @@ class Desk:
         delivery.erased(telegram_id)  # what is still said to them now is not journaled
         if erased is None:
             return None
+        self.helpdesk.kb.forget_questions()  # their questions, cached by text in this process
         if erased.kb_changed:
             self._spawn(self.helpdesk.kb.sync(self.sessions))
         if self.enabled:

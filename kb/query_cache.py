@@ -49,6 +49,14 @@ class QueryCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def __contains__(self, text: object) -> bool:
+        return isinstance(text, str) and normalise(text) in self._vectors
+
+    def clear(self) -> None:
+        """Drop every cached vector (and the text it is keyed by)."""
+        with self._lock:
+            self._vectors.clear()
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """The model's query vectors of ``texts``, encoding only those not cached (each
         distinct one once, in one call)."""

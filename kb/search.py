@@ -412,6 +412,16 @@ class KnowledgeBase:
             rerank = [i for i, lang in enumerate(preferred) if self._reranks(lang)]
         return self.rank(texts, vectors, k=k, languages=preferred, rerank=rerank)
 
+    def forget_questions(self) -> None:
+        """Drop the customers' texts this process keeps in memory to answer faster: the query
+        vectors' caches and the languages told (both keyed by the text). A customer's
+        ``/forget`` calls it: their rows are erased from the database, and their recent questions
+        must not outlive them here. The caches hold everyone's recent questions; they refill as
+        questions come."""
+        for cache in self.query_caches:
+            cache.clear()
+        _detected.cache_clear()
+
     def language_of(self, text: str, *, language: str | None = None) -> str | None:
         """The language ``text`` is taken to be in, as :meth:`search` takes it: the one it is
         written in when that can be told, else ``language`` (the customer's, Telegram's); an

@@ -20,6 +20,7 @@ from bot.keyboards import ForgetCb
 from bot.runtime import Services
 from bot.sandbox import User
 from kb import db
+from kb import search as search_module
 from kb.models import (
     Article,
     ArticleVersion,
@@ -157,6 +158,9 @@ async def test_mydata_sends_everything_stored_and_forget_leaves_nothing(harness:
             f"the last calls: {calls[-6:]}"
         ) from None
     await harness.settle()
+    # nor does the process's memory: the query caches and the language cache are keyed by text
+    assert not any(PARROT in cache for cache in harness.services.kb.query_caches)
+    assert search_module._detected.cache_info().currsize == 0
 
     # -- no row of any table mentions them (every column of every row, by reflection)
     found = await _scan(harness.services, NEEDLES)
