@@ -106,7 +106,7 @@ def _line(label: str, s: dict) -> str:
 
 async def main_async(directories: list[Path], most_escalated: float, scratch: Path) -> None:
     settings = load_settings()
-    kb, configured = settings.kb, thresholds_of(settings)
+    configured = thresholds_of(settings)
     for directory in directories:
         rows = await _search_halves(directory, reranking_any_batch(settings), scratch)
         print(
@@ -122,14 +122,14 @@ async def main_async(directories: list[Path], most_escalated: float, scratch: Pa
         summaries = {}
         for threshold in GRID:
             summaries[threshold] = _summary(rows, replace(configured, cross_lingual_suggest=threshold))
-            mark = "  <- configured" if threshold == kb.cross_lingual_suggest_threshold else ""
+            mark = "  <- configured" if threshold == configured.cross_lingual_suggest else ""
             print(_line(f"{threshold:.2f}", summaries[threshold]) + mark)
         fit = [t for t in GRID if summaries[t]["escalated"] <= most_escalated + 1e-9]
         pick = max(fit) if fit else min(GRID)
         print(
             f"\npick (the highest escalating at most {most_escalated:.0%} of answerable questions): "
             f"cross_lingual_suggest_threshold = {pick:.2f} "
-            f"(configured: {kb.cross_lingual_suggest_threshold:.2f})"
+            f"(configured: {configured.cross_lingual_suggest:.2f})"
         )
         before, after = summaries[GRID[0]], summaries[pick]
         print(f"escalated per language, at {GRID[0]:.2f} -> {pick:.2f}:")

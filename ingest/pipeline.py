@@ -16,6 +16,7 @@ The secondary (multilingual) model's vectors come after all the files, a batch p
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -362,17 +363,21 @@ async def _own_keys(session: AsyncSession, planned: list[_Planned], result: File
     if candidates:
         further = [k for keys in candidates.values() for k in keys[1:]]
         owners.update(await store.current_sources(session, keys=further))
+    gone = functools.cache(_gone)  # one stat per other file, however many of its entries
     chosen: dict[int, _Planned] = {}
-    moved: dict[str, list[tuple[str, str]]] = {}
+    moved: list[tuple[str, str]] = []  # (key, language) whose recorded file is gone: this one's now
     for item in planned:
         keys, source, language = candidates.get(id(item), (item.key,)), item.entry.source_file, item.language
+
+        def free(key: str, source: str = source, language: str = language) -> bool:
+            owner = owners.get((key, language))
+            return owner is None or owner == source or gone(owner)
+
         held = [k for k in keys if owners.get((k, language)) == source]
-        key = (
-            held[0] if held else next((k for k in keys if _free(owners.get((k, language)), source)), keys[-1])
-        )
-        owner = owners.get((key, language))
-        if owner is not None and owner != source and _gone(owner):
-            moved.setdefault(source, []).append((key, language))
+        key = held[0] if held else next((k for k in keys if free(k)), keys[-1])
+        owner = owners.get((key, language), source)
+        if owner != source and gone(owner):  # not an explicit key another file shares
+            moved.append((key, language))
         if key != item.key:
             chosen[id(item)] = replace(item, key=key)
             if not held:
@@ -382,16 +387,10 @@ async def _own_keys(session: AsyncSession, planned: list[_Planned], result: File
                 )
                 log.warning("%s", warning)
                 result.warnings.append(warning)
-    if moved:
-        for source, pairs in moved.items():
-            await store.move_source(session, pairs=pairs, source_file=source)
+    if moved:  # every entry of a file names that file
+        await store.move_source(session, pairs=moved, source_file=planned[0].entry.source_file)
         await session.commit()
     return [chosen.get(id(p), p) for p in planned]
-
-
-def _free(owner: str | None, source: str) -> bool:
-    """Whether a key whose current version came from ``owner`` may be ``source``'s."""
-    return owner is None or owner == source or _gone(owner)
 
 
 def _gone(source: str) -> bool:
