@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -31,7 +30,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bot.config import load_settings
-from bot.evaluation import reranking_any_batch, throwaway_kb
+from bot.evaluation import reranking_any_batch, search_halves
 from bot.runtime import thresholds_of
 from kb.decision import Thresholds, decide
 from kb.evaluation import LabelledQuery, outcome, read_queries
@@ -42,28 +41,15 @@ HITS = 10
 
 
 async def _search_halves(directory: Path, settings, scratch: Path):
-    """(query, hits in its own half's KB, hits in the other's) per in-scope query whose right
-    entries all sit in one half."""
-    lines = (directory / "faqs.jsonl").read_text("utf-8").splitlines()
-    faqs = [json.loads(line) for line in lines if line.strip()]
+    """(query, told cross-lingual, hits in its own half's KB, hits in the other's) per in-scope
+    query whose right entries all sit in one half."""
     queries = [q for q in read_queries(directory / "queries.jsonl") if q.expected]
-    half = {key: n % 2 for n, key in enumerate(sorted(str(f["id"]) for f in faqs))}
-    found: dict[int, list[list[Hit]]] = {}
-    for h in (0, 1):
-        path = scratch / f"{directory.name}-{h}.jsonl"
-        path.write_text("".join(json.dumps(f) + "\n" for f in faqs if half[str(f["id"])] == h), "utf-8")
-        async with throwaway_kb(settings, path) as services:
-            texts, languages = [q.text for q in queries], [q.lang for q in queries]
-            found[h] = await asyncio.to_thread(services.kb.search_sync, texts, k=HITS, languages=languages)
-            if h == 0:  # the same for both halves: the question's language and the KB's
-                pairs = zip(texts, languages, strict=True)
-                foreign = [services.kb.cross_lingual(text, language=lang) for text, lang in pairs]
+    halves = await search_halves(settings, directory / "faqs.jsonl", queries, scratch, k=HITS)
     rows: list[tuple[LabelledQuery, bool, list[Hit], list[Hit]]] = []
     for qi, query in enumerate(queries):
-        halves = {half[key] for key in query.expected if key in half}
-        if len(halves) == 1:
-            mine = halves.pop()
-            rows.append((query, foreign[qi], found[mine][qi], found[1 - mine][qi]))
+        mine = halves.own(query)
+        if mine is not None:
+            rows.append((query, halves.foreign[qi], halves.hits[mine][qi], halves.hits[1 - mine][qi]))
     return rows
 
 

@@ -1,21 +1,27 @@
 """Sweep the answer threshold, the margin and its floor on labelled sets; pick the defaults from the curve.
 
     .venv/bin/python benchmarks/thresholds.py [SET_DIR ...] [--cost 2] [--lexical-weight 0.2] [--cache DIR]
+                                              [--held-out] [--scratch DIR]
 
 (default: every set of ../shared/data/eval).
 
-Each set is searched once (a throwaway KB built by the normal ingest, the configured encoders;
-with ``--cache``, the hits are kept in DIR and a rerun with the same set and lexical weight skips
-the search: delete DIR after changing the ranking); then, for every (answer threshold, margin,
-margin floor) on the grid (``kb.evaluation.threshold_grid``), with the configured suggest threshold: the
+Each set is searched in a throwaway KB built by the normal ingest, with the configured encoders.
+With ``--held-out``, each in-scope query is also searched in a KB of half of the set's entries,
+the half without the query's own (alternately by id, ``bot.evaluation.search_halves``): a question
+on the KB's subject that the KB cannot answer, so a set without unanswerable queries prices a
+wrong answer too (one such trial per answerable question: as if half the traffic were questions
+the KB does not hold; see RESULTS.md, 2026-12-07). With ``--cache``, the hits are kept in DIR and
+a rerun with the same set and lexical weight skips the search (delete DIR after changing the
+ranking). Then, for every (answer threshold, margin, margin
+floor) on the grid (``kb.evaluation.threshold_grid``), with the configured suggest threshold: the
 share of in-scope queries answered, the share of those answers that are right (top-1 is a correct
 entry), the share of out-of-scope queries answered (always wrong), the same without out-of-scope
-queries that are word for word a KB question (stale labels: see ``kb.evaluation``), and the
-utility: +1 per right answer, ``-cost`` per wrong one (out of scope included), 0 for a "did you
-mean" or a hand-over, per query. The pick (``kb.evaluation.choose_thresholds``): among the grid
-points within one standard error of the best mean utility over the sets, the highest margin
-floor; at least one set must hold out-of-scope queries, or nothing prices a wrong answer to a
-question the KB does not cover. Prints tables; figures go to benchmarks/RESULTS.md by hand.
+queries that are word for word a KB question (stale labels: see ``kb.evaluation``), the share of
+held-out trials answered (always wrong), and the utility: +1 per right answer, ``-cost`` per wrong
+one (out of scope and held out included), 0 for a "did you mean" or a hand-over, per query or
+trial. The pick (``kb.evaluation.choose_thresholds``): among the grid points within one standard
+error of the best mean utility over the sets, the highest margin floor.
+Prints tables; figures go to benchmarks/RESULTS.md by hand.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bot.config import load_settings
-from bot.evaluation import reranking_any_batch, throwaway_kb
+from bot.evaluation import reranking_any_batch, search_halves, throwaway_kb
 from kb.evaluation import (
     TradeOff,
     choose_thresholds,
@@ -57,9 +63,13 @@ def _kb_questions(faqs: Path) -> list[str]:
     return questions
 
 
-async def _search(directory: Path, settings, queries, cache: Path | None):
+async def _search(directory: Path, settings, queries, cache: Path | None, scratch: Path | None):
+    """Each query's hits in the set's KB, and (given ``scratch``) in the half of it without the
+    query's entries (else None)."""
+    with_halves = scratch is not None
     key = hashlib.sha256(
-        (directory / "faqs.jsonl").read_bytes()
+        b"with halves\n"
+        + (directory / "faqs.jsonl").read_bytes()
         + (directory / "queries.jsonl").read_bytes()
         + settings.kb.model_dump_json(
             include={"model", "multilingual_model", "rerank_model", "model_languages", "lexical_weight"}
@@ -67,35 +77,47 @@ async def _search(directory: Path, settings, queries, cache: Path | None):
     ).hexdigest()[:16]
     path = cache / f"{directory.name}-{key}.pickle" if cache else None
     if path and path.exists():
-        return pickle.loads(path.read_bytes())
+        results, held_out = pickle.loads(path.read_bytes())
+        if held_out is not None or not with_halves:
+            return results, held_out if with_halves else None
     # All queries in one call, each re-ranked as if it came alone (kb.rerank_max_batch lifted).
-    async with throwaway_kb(reranking_any_batch(settings), directory / "faqs.jsonl") as services:
+    settings = reranking_any_batch(settings)
+    async with throwaway_kb(settings, directory / "faqs.jsonl") as services:
         results = await asyncio.to_thread(
             services.kb.search_sync, [q.text for q in queries], k=10, languages=[q.lang for q in queries]
         )
+    held_out = None
+    if scratch is not None:
+        halves = await search_halves(settings, directory / "faqs.jsonl", queries, scratch)
+        held_out = halves.held_out(queries)
+    found = (results, held_out)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(results))
-    return results
+        path.write_bytes(pickle.dumps(found))
+    return found
 
 
-async def sweep_set(directory: Path, settings, cost: float, cache: Path | None) -> list[TradeOff]:
+async def sweep_set(
+    directory: Path, settings, cost: float, cache: Path | None, scratch: Path, held_out: bool
+) -> list[TradeOff]:
     queries = read_queries(directory / "queries.jsonl")
     verbatim = verbatim_out_of_scope(queries, _kb_questions(directory / "faqs.jsonl"))
-    results = await _search(directory, settings, queries, cache)
+    results, trials = await _search(directory, settings, queries, cache, scratch if held_out else None)
+    n_held = sum(hits is not None for hits in trials) if trials else 0
     suggest = settings.kb.suggest_threshold
     n_in = sum(bool(q.expected) for q in queries)
     print(
         f"\n{directory.name}: {n_in} in scope, {len(queries) - n_in} out of scope "
-        f"({sum(verbatim)} of them word for word a KB question), suggest {suggest}, cost {cost}"
+        f"({sum(verbatim)} of them word for word a KB question); {n_held} in-scope ones also asked of "
+        f"the half of the KB without their entries (held-out trials); suggest {suggest}, cost {cost}"
     )
     print(
         f"{'answer':>6} {'margin':>6} {'floor':>5} {'in-scope ans':>12} {'right':>7} {'OOS ans':>8} "
-        f"{'clean OOS':>9} {'utility':>8}"
+        f"{'clean OOS':>9} {'held-out ans':>12} {'utility':>8}"
     )
     rows = []
     for rule in threshold_grid(suggest):
-        row = trade_off(queries, results, rule, verbatim=verbatim, cost=cost)
+        row = trade_off(queries, results, rule, verbatim=verbatim, held_out=trials, cost=cost)
         rows.append(row)
         print(f"{_point(row)} {_figures(row)} {row.utility:>+8.3f}", flush=True)
     return rows
@@ -108,7 +130,8 @@ def _point(row: TradeOff) -> str:
 def _figures(row: TradeOff) -> str:
     return (
         f"{_pct(row.in_scope_answered):>12} {_pct(row.answers_right):>7} "
-        f"{_pct(row.out_of_scope_answered):>8} {_pct(row.out_of_scope_answered_clean):>9}"
+        f"{_pct(row.out_of_scope_answered):>8} {_pct(row.out_of_scope_answered_clean):>9} "
+        f"{_pct(row.held_out_answered):>12}"
     )
 
 
@@ -117,14 +140,21 @@ def _pct(value: float | None) -> str:
 
 
 async def main_async(
-    directories: list[Path], cost: float, lexical_weight: float | None, cache: Path | None
+    directories: list[Path],
+    cost: float,
+    lexical_weight: float | None,
+    cache: Path | None,
+    scratch: Path,
+    held_out: bool,
 ) -> None:
     settings = load_settings()
     if lexical_weight is not None:
         settings = settings.model_copy(
             update={"kb": settings.kb.model_copy(update={"lexical_weight": lexical_weight})}
         )
-    sweeps = [await sweep_set(directory, settings, cost, cache) for directory in directories]
+    sweeps = [
+        await sweep_set(directory, settings, cost, cache, scratch, held_out) for directory in directories
+    ]
     chosen = choose_thresholds(sweeps)
     kb = settings.kb
     means = [sum(sweep[i].utility for sweep in sweeps) / len(sweeps) for i in range(len(sweeps[0]))]
@@ -152,9 +182,19 @@ def main() -> None:
     parser.add_argument("--cost", type=float, default=2.0, help="a wrong answer's cost, in right answers")
     parser.add_argument("--lexical-weight", type=float, default=None)
     parser.add_argument("--cache", type=Path, default=None, help="keep each set's hits here for reruns")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="price wrong answers also by each in-scope query asked of the half of the KB without "
+        "its entries (not only by the sets' out-of-scope queries)",
+    )
+    parser.add_argument("--scratch", type=Path, default=Path("var/benchmarks/thresholds"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main_async(args.directories, args.cost, args.lexical_weight, args.cache))
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    asyncio.run(
+        main_async(args.directories, args.cost, args.lexical_weight, args.cache, args.scratch, args.held_out)
+    )
 
 
 if __name__ == "__main__":

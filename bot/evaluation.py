@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Settings
@@ -14,6 +17,7 @@ from ingest.pipeline import IngestOptions, ingest_paths
 from kb import store
 from kb.encoder import TextEncoder
 from kb.evaluation import LabelledQuery
+from kb.search import Hit
 
 FAQS = "faqs.jsonl"
 DOCUMENTS = "documents.txt"
@@ -94,3 +98,55 @@ async def throwaway_kb(
                 raise HelpdeskError(f"{failure.path}:{failure.line}: {failure.error}")
             await services.kb.sync(services.sessions)
             yield services
+
+
+@dataclass(frozen=True, slots=True)
+class Halves:
+    """A labelled set's queries searched in two KBs, each holding half of its entries."""
+
+    half: dict[str, int]  # entry key -> the half (0 or 1) holding it
+    hits: tuple[list[list[Hit]], list[list[Hit]]]  # per half, each query's hits
+    foreign: list[bool]  # per query: written in another language than the KB's
+
+    def own(self, query: LabelledQuery) -> int | None:
+        """The half holding every entry ``query`` expects (None: out of scope, or split)."""
+        halves = {self.half.get(key) for key in query.expected}
+        return halves.pop() if len(halves) == 1 and None not in halves else None
+
+    def held_out(self, queries: Sequence[LabelledQuery]) -> list[list[Hit] | None]:
+        """Per query, its hits in the half without its entries: a question on the KB's subject
+        that the KB cannot answer (None where there is no such half)."""
+        found = []
+        for i, query in enumerate(queries):
+            mine = self.own(query)
+            found.append(None if mine is None else self.hits[1 - mine][i])
+        return found
+
+
+def _write_halves(faqs: Path, scratch: Path) -> tuple[dict[str, int], tuple[Path, Path]]:
+    records = [json.loads(line) for line in faqs.read_text("utf-8").splitlines() if line.strip()]
+    half = {key: n % 2 for n, key in enumerate(sorted(str(r["id"]) for r in records))}
+    paths = (scratch / f"{faqs.parent.name}-half0.jsonl", scratch / f"{faqs.parent.name}-half1.jsonl")
+    for h, path in enumerate(paths):
+        path.write_text("".join(json.dumps(r) + "\n" for r in records if half[str(r["id"])] == h), "utf-8")
+    return half, paths
+
+
+async def search_halves(
+    settings: Settings, faqs: Path, queries: Sequence[LabelledQuery], scratch: Path, *, k: int = 10
+) -> Halves:
+    """Split the entries of ``faqs`` (a ``faqs.jsonl``) in two halves, alternately by id, load each
+    into a throwaway KB (its file written in ``scratch``) and search every query in both. A set
+    without unanswerable questions gets them this way: each answerable question, asked of the half
+    that lacks its entries."""
+    half, paths = await asyncio.to_thread(_write_halves, faqs, scratch)
+    texts, languages = [q.text for q in queries], [q.lang for q in queries]
+    found: list[list[list[Hit]]] = []
+    foreign: list[bool] = []
+    for h, path in enumerate(paths):
+        async with throwaway_kb(settings, path) as services:
+            found.append(await asyncio.to_thread(services.kb.search_sync, texts, k=k, languages=languages))
+            if h == 0:  # the question's language and the KB's: the same in both halves
+                pairs = zip(texts, languages, strict=True)
+                foreign = [services.kb.cross_lingual(text, language=lang) for text, lang in pairs]
+    return Halves(half, (found[0], found[1]), foreign)

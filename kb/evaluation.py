@@ -182,8 +182,12 @@ class TradeOff:
     out_of_scope_answered: float | None
     out_of_scope_answered_clean: float | None  # the same without the verbatim ones (see above)
     utility: float  # per query: +1 for a right answer, -cost for a wrong one, 0 otherwise
-    # each query's utility, in order (what the noise of a difference is measured from)
+    # each query's utility, in order, then each held-out trial's (what the noise of a difference
+    # is measured from)
     outcomes: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    # of the in-scope queries asked of a KB without their entries (trade_off's held_out), the
+    # share answered (always wrong); None: no such trial
+    held_out_answered: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "outcomes"}
@@ -195,12 +199,19 @@ def trade_off(
     thresholds: Thresholds,
     *,
     verbatim: Sequence[bool] | None = None,
+    held_out: Sequence[Sequence[Hit] | None] | None = None,
     cost: float = 2.0,
 ) -> TradeOff:
     """The decision ``thresholds`` would take on every query, summed up. ``results``: the hits of
     each query, best first (``search_sync`` output); ``cost``: what a wrong answer (an
-    out-of-scope one included) costs, in right answers."""
+    out-of-scope one included) costs, in right answers. ``held_out``: per query, its hits in a
+    KB that lacks the entries it expects (``bot.evaluation.search_halves``; None: not asked):
+    each is one more trial, where any answer is wrong. A set without unanswerable questions
+    prices a wrong answer this way too."""
     verbatim = verbatim if verbatim is not None else [False] * len(queries)
+    held_out = held_out if held_out is not None else [None] * len(queries)
+    if len(held_out) != len(queries):
+        raise ValueError(f"{len(held_out)} held-out hit lists for {len(queries)} queries")
     n_in = n_in_answered = n_right = n_out = n_out_answered = n_clean = n_clean_answered = 0
     outcomes = []
     for query, hits, stale in zip(queries, results, verbatim, strict=True):
@@ -218,7 +229,14 @@ def trade_off(
             if not stale:
                 n_clean += 1
                 n_clean_answered += answered
-    wrong = n_in_answered - n_right + n_out_answered
+    n_held = n_held_answered = 0
+    for hits in held_out:
+        if hits is not None:
+            answered = decide(hits, thresholds).action is Action.ANSWER
+            n_held += 1
+            n_held_answered += answered
+            outcomes.append(-cost if answered else 0.0)
+    wrong = n_in_answered - n_right + n_out_answered + n_held_answered
 
     def rate(part: int, whole: int) -> float | None:
         return part / whole if whole else None
@@ -231,8 +249,9 @@ def trade_off(
         answers_right=rate(n_right, n_in_answered),
         out_of_scope_answered=rate(n_out_answered, n_out),
         out_of_scope_answered_clean=rate(n_clean_answered, n_clean),
-        utility=(n_right - cost * wrong) / len(queries) if queries else 0.0,
+        utility=(n_right - cost * wrong) / len(outcomes) if outcomes else 0.0,
         outcomes=tuple(outcomes),
+        held_out_answered=rate(n_held_answered, n_held),
     )
 
 

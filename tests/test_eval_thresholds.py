@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bot.config import KbSettings
+from bot.evaluation import Halves
 from kb.decision import Thresholds
 from kb.evaluation import (
     ANSWER_GRID,
@@ -77,6 +78,42 @@ def test_trade_off_counts_each_decision_once() -> None:
     assert floored.in_scope_answered == pytest.approx(3 / 4)
     assert floored.utility == pytest.approx((2 - 2.0 * 3) / 6)
     assert "outcomes" not in floored.as_dict()
+
+
+def test_held_out_trials_price_wrong_answers_on_a_set_without_unanswerable_questions() -> None:
+    """An in-scope question asked of a KB without its entries: any answer there is wrong."""
+    queries, results = QUERIES[:4], RESULTS[:4]
+    held_out = [
+        hits(("x", 0.90), ("y", 0.40)),  # sure of another entry: answered at 0.85, wrong
+        None,  # not asked (its entries lie in both halves)
+        hits(("x", 0.66), ("y", 0.50)),  # a lead of 0.16: the margin rule answers it unless floored
+        hits(("x", 0.55), ("y", 0.52)),  # nothing to answer
+    ]
+    rule = Thresholds(0.85, 0.50, 0.10)
+    plain = trade_off(queries, results, rule)
+    row = trade_off(queries, results, rule, held_out=held_out, cost=2.0)
+    assert plain.held_out_answered is None
+    assert (row.in_scope_answered, row.answers_right) == (plain.in_scope_answered, plain.answers_right)
+    assert row.held_out_answered == pytest.approx(2 / 3)
+    # a (right), b (wrong), c (margin, right), d (no); then the three trials: -2, -2, 0
+    assert row.outcomes == (1.0, -2.0, 1.0, 0.0, -2.0, -2.0, 0.0)
+    assert row.utility == pytest.approx((2 - 2.0 * 3) / 7)
+    floored = trade_off(queries, results, Thresholds(0.85, 0.50, 0.10, 0.70), held_out=held_out)
+    assert floored.held_out_answered == pytest.approx(1 / 3)
+    assert "held_out_answered" in row.as_dict()
+    with pytest.raises(ValueError, match="3 held-out hit lists for 4 queries"):
+        trade_off(queries, results, rule, held_out=held_out[:3])
+
+
+def test_halves_ask_each_question_of_the_half_without_its_entries() -> None:
+    halves = Halves(
+        half={"a": 0, "b": 1, "c": 0},
+        hits=([hits(("a", 0.9))] * 4, [hits(("b", 0.8))] * 4),
+        foreign=[False] * 4,
+    )
+    queries = [query("a?", "a"), query("b?", "b"), query("a or b?", "a", "b"), query("off topic")]
+    assert [halves.own(q) for q in queries] == [0, 1, None, None]
+    assert halves.held_out(queries) == [hits(("b", 0.8)), hits(("a", 0.9)), None, None]
 
 
 def test_rates_without_queries_of_a_kind_are_none() -> None:
