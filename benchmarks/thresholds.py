@@ -12,15 +12,15 @@ on the KB's subject that the KB cannot answer, so a set without unanswerable que
 wrong answer too (one such trial per answerable question: as if half the traffic were questions
 the KB does not hold; see RESULTS.md, 2026-12-07). With ``--cache``, the hits are kept in DIR and
 a rerun with the same set and lexical weight skips the search (delete DIR after changing the
-ranking). Then, for every (answer threshold, margin, margin
-floor) on the grid (``kb.evaluation.threshold_grid``), with the configured suggest threshold: the
-share of in-scope queries answered, the share of those answers that are right (top-1 is a correct
-entry), the share of out-of-scope queries answered (always wrong), the same without out-of-scope
-queries that are word for word a KB question (stale labels: see ``kb.evaluation``), the share of
-held-out trials answered (always wrong), and the utility: +1 per right answer, ``-cost`` per wrong
-one (out of scope and held out included), 0 for a "did you mean" or a hand-over, per query or
-trial. The pick (``kb.evaluation.choose_thresholds``): among the grid points within one standard
-error of the best mean utility over the sets, the highest margin floor.
+ranking). Then, for every (answer threshold, margin, margin floor) on the grid
+(``kb.evaluation.threshold_grid``), with the configured suggest threshold: the share of in-scope
+queries answered, the share of those answers that are right (top-1 is a correct entry), the share
+of out-of-scope queries answered (always wrong), the same without out-of-scope queries that are
+word for word a KB question (stale labels: see ``kb.evaluation``), the share of held-out trials
+answered (always wrong), and the utility: +1 per right answer, ``-cost`` per wrong one (out of
+scope and held out included), 0 for a "did you mean" or a hand-over, per query or trial. The pick
+(``kb.evaluation.choose_thresholds``): among the grid points within one standard error of the best
+mean utility over the sets, the highest margin floor.
 Prints tables; figures go to benchmarks/RESULTS.md by hand.
 """
 
@@ -68,7 +68,7 @@ async def _search(directory: Path, settings, queries, cache: Path | None, scratc
     query's entries (else None)."""
     with_halves = scratch is not None
     key = hashlib.sha256(
-        b"with halves\n"
+        b"hits, then held-out hits or None\n"  # what the pickle holds
         + (directory / "faqs.jsonl").read_bytes()
         + (directory / "queries.jsonl").read_bytes()
         + settings.kb.model_dump_json(
@@ -191,7 +191,8 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("var/benchmarks/thresholds"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    args.scratch.mkdir(parents=True, exist_ok=True)
+    if args.held_out:
+        args.scratch.mkdir(parents=True, exist_ok=True)
     asyncio.run(
         main_async(args.directories, args.cost, args.lexical_weight, args.cache, args.scratch, args.held_out)
     )
