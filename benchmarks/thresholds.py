@@ -190,6 +190,13 @@ def main() -> None:
     )
     parser.add_argument("--scratch", type=Path, default=Path("var/benchmarks/thresholds"))
     args = parser.parse_args()
+    missing = [
+        d for d in args.directories if not ((d / "faqs.jsonl").is_file() and (d / "queries.jsonl").is_file())
+    ]
+    if missing:
+        parser.error(
+            f"no faqs.jsonl and queries.jsonl in {', '.join(map(str, missing))} (is ../shared/data there?)"
+        )
     logging.basicConfig(level=logging.WARNING)
     if args.held_out:
         args.scratch.mkdir(parents=True, exist_ok=True)
