@@ -110,8 +110,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    names = args.sets.split(",")
-    asyncio.run(measure([Path(n) if Path(n).is_dir() else args.directory / n for n in names]))
+    sets = [Path(n) if Path(n).is_dir() else args.directory / n for n in args.sets.split(",")]
+    missing = [d for d in sets if not (d / "queries.jsonl").is_file()]
+    if missing:
+        parser.error(f"no queries.jsonl in {', '.join(map(str, missing))} (is ../shared/data there?)")
+    asyncio.run(measure(sets))
 
 
 if __name__ == "__main__":
