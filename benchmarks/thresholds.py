@@ -65,8 +65,7 @@ def _kb_questions(faqs: Path) -> list[str]:
 
 async def _search(directory: Path, settings, queries, cache: Path | None, scratch: Path | None):
     """Each query's hits in the set's KB, and (given ``scratch``) in the half of it without the
-    query's entries (else None)."""
-    with_halves = scratch is not None
+    query's entries (else None). A cached search without the halves is completed, not redone."""
     key = hashlib.sha256(
         b"hits, then held-out hits or None\n"  # what the pickle holds
         + (directory / "faqs.jsonl").read_bytes()
@@ -76,33 +75,29 @@ async def _search(directory: Path, settings, queries, cache: Path | None, scratc
         ).encode()
     ).hexdigest()[:16]
     path = cache / f"{directory.name}-{key}.pickle" if cache else None
-    if path and path.exists():
-        results, held_out = pickle.loads(path.read_bytes())
-        if held_out is not None or not with_halves:
-            return results, held_out if with_halves else None
-    # All queries in one call, each re-ranked as if it came alone (kb.rerank_max_batch lifted).
-    settings = reranking_any_batch(settings)
-    async with throwaway_kb(settings, directory / "faqs.jsonl") as services:
-        results = await asyncio.to_thread(
-            services.kb.search_sync, [q.text for q in queries], k=10, languages=[q.lang for q in queries]
-        )
-    held_out = None
-    if scratch is not None:
+    results, held_out = pickle.loads(path.read_bytes()) if path and path.exists() else (None, None)
+    settings = reranking_any_batch(settings)  # all queries in one call, each ranked as if alone
+    searched = results is None or (scratch is not None and held_out is None)
+    if results is None:
+        async with throwaway_kb(settings, directory / "faqs.jsonl") as services:
+            texts, languages = [q.text for q in queries], [q.lang for q in queries]
+            results = await asyncio.to_thread(services.kb.search_sync, texts, k=10, languages=languages)
+    if scratch is not None and held_out is None:
         halves = await search_halves(settings, directory / "faqs.jsonl", queries, scratch)
         held_out = halves.held_out(queries)
-    found = (results, held_out)
-    if path:
+    if path and searched:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(found))
-    return found
+        path.write_bytes(pickle.dumps((results, held_out)))
+    return results, held_out if scratch is not None else None
 
 
 async def sweep_set(
-    directory: Path, settings, cost: float, cache: Path | None, scratch: Path, held_out: bool
+    directory: Path, settings, cost: float, cache: Path | None, scratch: Path | None
 ) -> list[TradeOff]:
+    """``scratch``: where the halves' files go, for held-out trials (None: none)."""
     queries = read_queries(directory / "queries.jsonl")
     verbatim = verbatim_out_of_scope(queries, _kb_questions(directory / "faqs.jsonl"))
-    results, trials = await _search(directory, settings, queries, cache, scratch if held_out else None)
+    results, trials = await _search(directory, settings, queries, cache, scratch)
     n_held = sum(hits is not None for hits in trials) if trials else 0
     suggest = settings.kb.suggest_threshold
     n_in = sum(bool(q.expected) for q in queries)
@@ -144,17 +139,14 @@ async def main_async(
     cost: float,
     lexical_weight: float | None,
     cache: Path | None,
-    scratch: Path,
-    held_out: bool,
+    scratch: Path | None,
 ) -> None:
     settings = load_settings()
     if lexical_weight is not None:
         settings = settings.model_copy(
             update={"kb": settings.kb.model_copy(update={"lexical_weight": lexical_weight})}
         )
-    sweeps = [
-        await sweep_set(directory, settings, cost, cache, scratch, held_out) for directory in directories
-    ]
+    sweeps = [await sweep_set(directory, settings, cost, cache, scratch) for directory in directories]
     chosen = choose_thresholds(sweeps)
     kb = settings.kb
     means = [sum(sweep[i].utility for sweep in sweeps) / len(sweeps) for i in range(len(sweeps[0]))]
@@ -198,11 +190,10 @@ def main() -> None:
             f"no faqs.jsonl and queries.jsonl in {', '.join(map(str, missing))} (is ../shared/data there?)"
         )
     logging.basicConfig(level=logging.WARNING)
-    if args.held_out:
-        args.scratch.mkdir(parents=True, exist_ok=True)
-    asyncio.run(
-        main_async(args.directories, args.cost, args.lexical_weight, args.cache, args.scratch, args.held_out)
-    )
+    scratch = args.scratch if args.held_out else None
+    if scratch:
+        scratch.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main_async(args.directories, args.cost, args.lexical_weight, args.cache, scratch))
 
 
 if __name__ == "__main__":
